@@ -1,0 +1,257 @@
+"""The records that flow through the pipeline.
+
+Every stage takes and returns these plain, frozen values; none of them does IO. Headers are kept
+as tuples of ``(name, value)`` pairs in wire order and case (normalization decides what counts).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------------------------
+# Configuration (targets.yaml)
+# --------------------------------------------------------------------------------------------
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One system under test: ``old`` (production today) or ``new`` (the replacement)."""
+
+    name: str
+    base_url: str  # scheme://host[:port][/prefix], no trailing slash
+    headers: Headers = ()
+    verify_tls: bool = True
+    production: bool = False
+    http2: bool = False
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    concurrency: int = 200  # requests in flight at once, across both targets
+    rate_limit: float = 0.0  # max requests/second per target, 0 = unlimited
+    timeout: float = 10.0  # seconds per request (send to last byte)
+    retries: int = 1  # transport errors only
+    max_body_bytes: int = 10 * 1024 * 1024  # larger bodies are compared by hash
+    max_cases: int = 1_000_000  # expansion guard, checked at load time
+    max_requests: int = 0  # cap on requests sent by one run, 0 = no cap
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Thresholds of one gate. ``None`` means the check is not evaluated."""
+
+    min_match_rate: float | None = None
+    max_error_rate: float | None = None
+    min_cases: int | None = None
+    max_latency_ratio_p50: float | None = None
+    max_latency_ratio_p99: float | None = None
+
+
+GATE_KEYS: tuple[str, ...] = (
+    "min_match_rate",
+    "max_error_rate",
+    "min_cases",
+    "max_latency_ratio_p50",
+    "max_latency_ratio_p99",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded targets.yaml."""
+
+    path: str
+    old: Target
+    new: Target
+    run: RunSettings = RunSettings()
+    default_gate: GateThresholds = GateThresholds(min_cases=1)
+    stages: tuple[tuple[str, GateThresholds], ...] = ()  # already merged over default_gate
+    secrets: tuple[str, ...] = ()  # values substituted from ${VAR}: redacted in every output
+
+    def gate(self, stage: str | None) -> GateThresholds:
+        if stage is None:
+            return self.default_gate
+        for name, thresholds in self.stages:
+            if name == stage:
+                return thresholds
+        raise KeyError(stage)
+
+
+# --------------------------------------------------------------------------------------------
+# Suites and cases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mask:
+    pattern: re.Pattern[str]
+    replace: str
+
+
+@dataclass(frozen=True)
+class CompareRules:
+    """How responses are normalized before they are compared (a suite's ``compare:``)."""
+
+    ignore_headers: frozenset[str] = frozenset()  # lower-case names
+    ignore_json_paths: tuple[str, ...] = ()  # JSONPath expressions, validated at load time
+    mask: tuple[Mask, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeaderExpect:
+    name: str  # lower-case
+    equals: str | None = None
+    regex: re.Pattern[str] | None = None
+    absent: bool = False
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Assertions that must hold on BOTH targets' responses."""
+
+    status: tuple[int, ...] = ()  # empty = not checked
+    headers: tuple[HeaderExpect, ...] = ()
+    json: Any = None  # subset the JSON body must contain; None = not checked
+    has_json: bool = False  # distinguishes "json: null" from "no json expectation"
+
+    @property
+    def empty(self) -> bool:
+        return not self.status and not self.headers and not self.has_json
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fully expanded request, sent once to each target."""
+
+    id: str  # suite::name[#k], unique and stable between runs
+    suite: str
+    name: str
+    template: str  # suite::<request name before substitution>: what noise and signatures key on
+    method: str
+    path: str  # path with the encoded query string, appended to a target's base_url
+    headers: Headers = ()
+    body: bytes | None = None
+    expect: Expect = Expect()
+    compare: CompareRules = CompareRules()
+    tags: tuple[str, ...] = ()
+    source: str = ""  # FILE:LINE of the request in its suite, for messages
+    allow_side_effects: bool = False  # the suite allows non-idempotent methods on production
+
+
+# --------------------------------------------------------------------------------------------
+# Exchanges (what send returns)
+# --------------------------------------------------------------------------------------------
+
+ErrorKind = Literal["connect", "timeout", "reset", "tls", "protocol", "refused-by-policy"]
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes  # after transfer and content decoding; the first max_body_bytes only
+    latency_ms: float  # send to last byte
+    body_size: int = -1  # decoded size in bytes (-1: same as len(body))
+    body_sha256: str = ""  # set when the body exceeded max_body_bytes (then body is a prefix)
+    attempts: int = 1
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.body_sha256)
+
+
+@dataclass(frozen=True)
+class TransportError:
+    kind: ErrorKind
+    message: str
+    latency_ms: float
+    attempts: int = 1
+
+
+Exchange = Response | TransportError
+
+
+# --------------------------------------------------------------------------------------------
+# Judgement
+# --------------------------------------------------------------------------------------------
+
+DifferenceKind = Literal["status", "header", "body"]
+Outcome = Literal["match", "diff", "fail", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("match", "diff", "fail", "error")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the two normalized responses differ.
+
+    ``location`` is ``status``; a lower-case header name; a JSON path such as ``$.items[0].id``;
+    or ``text`` / ``bytes`` for non-JSON bodies. ``old``/``new`` are JSON-able values; ``None``
+    means absent.
+    """
+
+    kind: DifferenceKind
+    location: str
+    old: Any
+    new: Any
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ExpectFailure:
+    target: str  # "old" | "new"
+    what: str  # "status", "header x-cache", "json $.a"
+    expected: Any
+    actual: Any
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    outcome: Outcome
+    old: Exchange
+    new: Exchange
+    differences: tuple[Difference, ...] = ()
+    failures: tuple[ExpectFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    threshold: float
+    observed: float | None  # None: could not be computed (counts as not passed)
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Totals:
+    cases: int = 0
+    match: int = 0
+    diff: int = 0
+    fail: int = 0
+    error: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "cases": self.cases,
+            "match": self.match,
+            "diff": self.diff,
+            "fail": self.fail,
+            "error": self.error,
+        }
+
+
+Verdict = Literal["pass", "fail", "error"]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    verdict: Verdict
+    stage: str | None
+    totals: Totals
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+    reason: str = ""  # why the verdict is "error", if it is
