@@ -1,0 +1,294 @@
+"""The ``flamingo`` command line (CONTRACT §5).
+
+Exit codes of ``run``: 0 gate passed · 1 gate failed · 2 bad input · 3 harness could not complete.
+Bad input is printed as ``FILE:LINE: message`` on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from flamingo import __version__
+from flamingo.errors import FlamingoError, InputError
+from flamingo.model import Case, Config
+from flamingo.runner import EXIT_HARNESS, EXIT_INPUT, RunOptions, execute
+
+DEFAULT_TARGETS = "targets.yaml"
+DEFAULT_SUITES = "suites"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with one line (argparse's own code is 2 as well)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _add_files(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--targets",
+        default=DEFAULT_TARGETS,
+        metavar="FILE",
+        help=f"targets and gates file (default: {DEFAULT_TARGETS})",
+    )
+    p.add_argument(
+        "--suites",
+        nargs="+",
+        default=None,
+        metavar="DIR|FILE",
+        help=f"suite files or folders of *.yaml (default: {DEFAULT_SUITES}/)",
+    )
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        help="select cases whose id matches EXPR (substrings with and/or/not, as in pytest)",
+    )
+    p.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="select suites carrying TAG (repeatable: any of the tags)",
+    )
+    p.add_argument(
+        "--shard", metavar="K/N", help="run the K-th of N deterministic slices (1-based)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="flamingo",
+        description="Differential test harness for HTTP proxies: one suite, two targets, "
+        "one verdict.",
+    )
+    parser.add_argument("--version", action="version", version=f"flamingo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="send the suites to both targets and judge the gate")
+    _add_files(run)
+    run.add_argument("--out", metavar="DIR", help="output folder (default: reports/<timestamp>/)")
+    run.add_argument("--stage", metavar="NAME", help="gate stage from targets.yaml")
+    _add_selection(run)
+    run.add_argument(
+        "--concurrency", type=_positive_int, metavar="N", help="override run.concurrency"
+    )
+    run.add_argument(
+        "--rate", type=_non_negative_float, metavar="RPS", help="override run.rate_limit"
+    )
+    run.add_argument(
+        "--max-requests",
+        type=_non_negative_int,
+        metavar="N",
+        help="stop after about N requests (the verdict is then 'error')",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+    lst = sub.add_parser("list", help="print the expanded cases; sends nothing")
+    _add_files(lst)
+    _add_selection(lst)
+
+    check = sub.add_parser("check", help="validate targets and suites; sends nothing")
+    _add_files(check)
+
+    demo = sub.add_parser("demo", help="start the bundled demo targets and run the bundled suites")
+    demo.add_argument("--out", metavar="DIR", help="output folder (default: reports/<timestamp>/)")
+    demo.add_argument("--stage", metavar="NAME", help="gate stage")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="only start the demo targets on the ports of the bundled targets.yaml and wait",
+    )
+    demo.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with the gate's code (1 when it fails) instead of 0 once a verdict is shown",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace, targets_required: bool = True) -> tuple[Config | None, list]:  # type: ignore[type-arg]
+    from flamingo.load import load_config, load_suites
+
+    config: Config | None = None
+    if targets_required or Path(args.targets).exists():
+        config = load_config(args.targets)
+    max_cases = config.run.max_cases if config is not None else 1_000_000
+    suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
+    return config, suites
+
+
+def _selector(args: argparse.Namespace, suites: list) -> Callable[[], Iterator[Case]]:  # type: ignore[type-arg]
+    from flamingo.expand import expand
+    from flamingo.select import compile_keyword, parse_shard, select
+
+    keyword = compile_keyword(args.keyword) if args.keyword else None
+    shard = parse_shard(args.shard) if args.shard else None
+    tags = tuple(args.tags)
+
+    def cases() -> Iterator[Case]:
+        return select(expand(suites), keyword=keyword, tags=tags, shard=shard)
+
+    return cases
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    config, suites = _load(args)
+    assert config is not None
+    options = RunOptions(
+        stage=args.stage,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        max_requests=args.max_requests,
+        out_dir=Path(args.out) if args.out else None,
+        progress=not args.no_progress,
+    )
+    return execute(config, _selector(args, suites), options, console)
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    config, suites = _load(args, targets_required=False)
+    base = config.old.base_url if config is not None else ""
+    count = 0
+    out = sys.stdout
+    for case in _selector(args, suites)():
+        out.write(f"{case.id}\t{case.method}\t{base}{case.path}\n")
+        count += 1
+    print(f"{count} cases", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    _config, suites = _load(args)
+    from flamingo.expand import expand
+
+    count = sum(1 for _ in expand(suites))
+    print(f"ok: {args.targets} and {len(suites)} suites ({count} cases) are valid")
+    return 0
+
+
+def bundled_path(name: str) -> Path:
+    """The demo's suites/targets: inside an installed wheel, else the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_bundled" / name, here.parent / name):
+        if candidate.exists():
+            return candidate
+    raise FlamingoError(f"bundled demo file {name} is missing from this installation")
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.demo import start_demo_process
+    from flamingo.load import load_config, load_suites
+
+    config = load_config(bundled_path("targets.yaml"))
+    if args.serve:
+        ports = {
+            name: int(target.base_url.rsplit(":", 1)[1])
+            for name, target in (("old", config.old), ("new", config.new))
+        }
+        with start_demo_process(old_port=ports["old"], new_port=ports["new"]) as demo:
+            console.print(f"demo targets: {demo.urls} — Ctrl-C to stop", highlight=False)
+            with contextlib.suppress(KeyboardInterrupt):
+                demo.wait()
+        return 0
+    suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
+    with start_demo_process() as demo:
+        config = replace(
+            config,
+            old=replace(config.old, base_url=demo.urls["old"]),
+            new=replace(config.new, base_url=demo.urls["new"]),
+        )
+        console.print(
+            f"demo: origin {demo.urls['origin']} · old proxy {demo.urls['old']} · "
+            f"new proxy {demo.urls['new']}",
+            highlight=False,
+        )
+        args.keyword, args.tags, args.shard = None, [], None
+        options = RunOptions(
+            stage=args.stage,
+            out_dir=Path(args.out) if args.out else None,
+            progress=not args.no_progress,
+        )
+        code = execute(config, _selector(args, suites), options, console)
+    if code == EXIT_HARNESS or args.strict:
+        return code
+    console.print(
+        "demo: the verdict above is the gate's (exit code of `flamingo run` would be "
+        f"{code}); `flamingo demo --strict` exits with it."
+    )
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "check": cmd_check, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    try:
+        return COMMANDS[args.command](args, console)
+    except InputError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    except FlamingoError as exc:
+        print(f"flamingo: {exc}", file=sys.stderr)
+        return EXIT_HARNESS
+    except KeyboardInterrupt:
+        print("flamingo: interrupted", file=sys.stderr)
+        return EXIT_HARNESS
+    except Exception as exc:  # a bug in flamingo: fail closed, say where, no pass
+        print(f"flamingo: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("FLAMINGO_DEBUG"):
+            traceback.print_exc()
+        return EXIT_HARNESS
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The console view: live progress while a run is going, a summary table once it is judged.
+
+Rendering only; the numbers come from the `Tally` and the gate document. On a terminal a rich
+progress bar is shown; elsewhere (CI logs) one plain progress line every few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from flamingo.model import Totals
+from flamingo.report.redact import Redactor
+
+_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
+
+
+class LiveProgress:
+    """Progress of the cases being judged: done/total, cases per second and outcomes so far."""
+
+    def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
+        self.console = console
+        self.total = total
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._last_plain = self.started
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> LiveProgress:
+        if self.enabled and self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[bold]flamingo[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>7.0f} cases/s"),
+                TextColumn("{task.fields[outcomes]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                refresh_per_second=8,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("run", total=self.total, rate=0.0, outcomes="")
+        return self
+
+    def update(self, totals: Totals) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        rate = totals.cases / max(now - self.started, 1e-9)
+        outcomes = (
+            f"[green]match {totals.match}[/] [yellow]diff {totals.diff}[/] "
+            f"[magenta]fail {totals.fail}[/] [red]error {totals.error}[/]"
+        )
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=totals.cases, rate=rate, outcomes=outcomes)
+        elif now - self._last_plain >= 5.0:
+            self._last_plain = now
+            self.console.print(
+                f"progress {totals.cases}/{self.total} cases · {rate:.0f} cases/s · "
+                f"match {totals.match} diff {totals.diff} fail {totals.fail} error {totals.error}",
+                highlight=False,
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def print_summary(
+    console: Console, gate: dict[str, Any], out_dir: str, redactor: Redactor, top: int = 10
+) -> None:
+    totals = gate["totals"]
+    elapsed = gate.get("elapsed_s")
+    rate = f" in {elapsed:.1f}s" if isinstance(elapsed, int | float) else ""
+    console.print(
+        f"\n[bold]{totals['cases']}[/] cases{rate}: [green]{totals['match']} match[/], "
+        f"[yellow]{totals['diff']} diff[/], [magenta]{totals['fail']} fail[/], "
+        f"[red]{totals['error']} error[/]"
+    )
+    checks = Table(title=f"gate: {gate.get('stage') or 'default'}", title_justify="left")
+    for column in ("check", "threshold", "observed", "result"):
+        checks.add_column(column)
+    for check in gate["checks"]:
+        ok = check["passed"]
+        observed = "n/a" if check["observed"] is None else f"{check['observed']:g}"
+        checks.add_row(
+            check["name"],
+            f"{check['threshold']:g}",
+            observed,
+            "[green]pass[/]" if ok else "[red]FAIL[/]",
+        )
+    console.print(checks)
+    rows = gate.get("top_differences", [])[:top]
+    if rows:
+        table = Table(title="top differences", title_justify="left")
+        for column in ("count", "template", "where", "examples"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            where = row["location"] if row["kind"] != "header" else f"header {row['location']}"
+            examples = redactor.text(", ".join(row["examples"]))
+            table.add_row(str(row["count"]), row["template"], where, examples)
+        console.print(table)
+    verdict = gate["verdict"]
+    reason = f" ({redactor.text(gate['reason'])})" if gate.get("reason") else ""
+    console.print(f"verdict: [{_STYLE[verdict]}]{verdict.upper()}[/]{reason}")
+    console.print(f"report: {out_dir}", highlight=False)

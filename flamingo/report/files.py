@@ -1,0 +1,144 @@
+"""The files of a run's output folder (CONTRACT §6).
+
+``results.jsonl`` and the test cases of ``junit.xml`` are streamed as cases finish, so a crash or
+an interrupt loses nothing already judged; ``gate.json`` and ``report.html`` are written once the
+verdict is known (also when it is ``error``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import IO, Any
+from xml.sax.saxutils import escape, quoteattr
+
+from flamingo.model import CaseResult, GateResult
+from flamingo.report import html
+from flamingo.report.redact import Redactor
+from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
+
+# XML 1.0 forbids most control characters, even escaped; bodies can contain them.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_FLUSH_EVERY = 256  # rows; a crash loses at most this many rows' *buffer*, never the verdict
+HTML_CASE_LIMIT = 500  # non-matching cases kept for the HTML page
+
+
+def _xml(text: str) -> str:
+    return escape(_XML_ILLEGAL.sub("\ufffd", text))
+
+
+def _xml_attr(text: str) -> str:
+    return quoteattr(_XML_ILLEGAL.sub("\ufffd", text))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class RunFiles:
+    """Streams results.jsonl and junit.xml; writes gate.json and report.html at the end."""
+
+    def __init__(self, out_dir: Path, redactor: Redactor) -> None:
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.redactor = redactor
+        self._results: IO[str] = open(out_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._junit_part_path = out_dir / ".junit.xml.part"
+        self._junit_part: IO[str] = open(self._junit_part_path, "w", encoding="utf-8")  # noqa: SIM115
+        self._pending = 0
+        self.counts = {"tests": 0, "failures": 0, "errors": 0}
+        self.html_cases: list[dict[str, Any]] = []
+        self.html_cases_dropped = 0
+
+    def write(self, result: CaseResult) -> None:
+        row = self.redactor.row(result_view(result))
+        self._results.write(self.redactor.text(dumps(row)))
+        self._results.write("\n")
+        self._write_junit_case(row)
+        if result.outcome != "match":
+            if len(self.html_cases) < HTML_CASE_LIMIT:
+                self.html_cases.append(row)
+            else:
+                self.html_cases_dropped += 1
+        self._pending += 1
+        if self._pending >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        self._pending = 0
+        self._results.flush()
+        self._junit_part.flush()
+
+    def _write_junit_case(self, row: dict[str, Any]) -> None:
+        self.counts["tests"] += 1
+        latency = [v.get("latency_ms") or 0.0 for v in (row["old"], row["new"])]
+        seconds = max(latency) / 1000.0
+        head = (
+            f"    <testcase classname={_xml_attr(row['suite'])} name={_xml_attr(row['name'])}"
+            f' time="{seconds:.6f}"'
+        )
+        outcome = row["outcome"]
+        if outcome == "match":
+            self._junit_part.write(head + " />\n")
+            return
+        lines: list[str] = []
+        if outcome == "error":
+            self.counts["errors"] += 1
+            tag = "error"
+            for target in ("old", "new"):
+                if row[target].get("error"):
+                    lines.append(describe_error(row[target], target))
+        else:
+            self.counts["failures"] += 1
+            tag = "failure"
+        lines += [describe_failure(f) for f in row["failures"]]
+        lines += [describe_difference(d) for d in row["differences"]]
+        message = f"{outcome}: " + (lines[0] if lines else outcome)
+        detail = "\n".join(lines)
+        text = self.redactor.text(
+            f"{head}>\n      <{tag} type={_xml_attr(outcome)} message={_xml_attr(message)}>"
+            f"{_xml(detail)}</{tag}>\n    </testcase>\n"
+        )
+        self._junit_part.write(text)
+
+    def finish(self, gate: GateResult, gate_doc: dict[str, Any], started_at: str) -> None:
+        """Close the streams and write the verdict files; safe to call after an interrupt."""
+        self.flush()
+        self._results.close()
+        self._junit_part.close()
+        self._write_junit(gate, started_at)
+        self._write_atomic("gate.json", self.redactor.text(json.dumps(gate_doc, indent=2)) + "\n")
+        page = html.render(gate_doc, self.html_cases, self.html_cases_dropped)
+        self._write_atomic("report.html", self.redactor.text(page))
+
+    def _write_junit(self, gate: GateResult, started_at: str) -> None:
+        path = self.out_dir / "junit.xml"
+        tmp = path.with_suffix(".xml.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+            attrs = (
+                f'tests="{self.counts["tests"]}" failures="{self.counts["failures"]}"'
+                f' errors="{self.counts["errors"]}" skipped="0"'
+            )
+            out.write(f"<testsuites {attrs}>\n")
+            out.write(
+                f'  <testsuite name="flamingo" {attrs} timestamp={_xml_attr(started_at)}>\n'
+                f"    <properties>\n"
+                f'      <property name="verdict" value={_xml_attr(gate.verdict)} />\n'
+                f'      <property name="stage" value={_xml_attr(gate.stage or "default")} />\n'
+                f"    </properties>\n"
+            )
+            with open(self._junit_part_path, encoding="utf-8") as part:
+                shutil.copyfileobj(part, out)
+            out.write("  </testsuite>\n</testsuites>\n")
+        os.replace(tmp, path)
+        self._junit_part_path.unlink(missing_ok=True)
+
+    def _write_atomic(self, name: str, text: str) -> None:
+        path = self.out_dir / name
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)

@@ -1,0 +1,95 @@
+"""Plain-dict views of judged records: the one shape results.jsonl, junit.xml and the HTML page
+render from, so the three never disagree about what a case looked like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flamingo.model import CaseResult, Difference, Exchange, ExpectFailure, Response
+
+
+def exchange_view(exchange: Exchange) -> dict[str, Any]:
+    if isinstance(exchange, Response):
+        view: dict[str, Any] = {
+            "status": exchange.status,
+            "reason": exchange.reason,
+            "latency_ms": round(exchange.latency_ms, 3),
+            "body_bytes": exchange.body_size if exchange.body_size >= 0 else len(exchange.body),
+        }
+        if exchange.body_sha256:
+            view["body_sha256"] = exchange.body_sha256
+    else:
+        view = {
+            "status": None,
+            "error": exchange.kind,
+            "message": exchange.message,
+            "latency_ms": round(exchange.latency_ms, 3),
+        }
+    if exchange.attempts > 1:
+        view["attempts"] = exchange.attempts
+    return view
+
+
+def difference_view(diff: Difference) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "kind": diff.kind,
+        "location": diff.location,
+        "old": diff.old,
+        "new": diff.new,
+    }
+    if diff.note:
+        view["note"] = diff.note
+    return view
+
+
+def failure_view(failure: ExpectFailure) -> dict[str, Any]:
+    return {
+        "target": failure.target,
+        "what": failure.what,
+        "expected": failure.expected,
+        "actual": failure.actual,
+    }
+
+
+def result_view(result: CaseResult) -> dict[str, Any]:
+    case = result.case
+    return {
+        "id": case.id,
+        "suite": case.suite,
+        "name": case.name,
+        "outcome": result.outcome,
+        "method": case.method,
+        "path": case.path,
+        "differences": [difference_view(d) for d in result.differences],
+        "failures": [failure_view(f) for f in result.failures],
+        "old": exchange_view(result.old),
+        "new": exchange_view(result.new),
+    }
+
+
+def describe_difference(diff: Difference | dict[str, Any]) -> str:
+    """One human line: ``header x-cache: 'HIT' → absent``."""
+    if isinstance(diff, Difference):
+        diff = difference_view(diff)
+    old = "absent" if diff["old"] is None else repr(diff["old"])
+    new = "absent" if diff["new"] is None else repr(diff["new"])
+    where = diff["location"] if diff["kind"] != "header" else f"header {diff['location']}"
+    if diff["kind"] == "status":
+        where = "status"
+    text = f"{where}: {old} → {new}"
+    if diff.get("note"):
+        text += f" ({diff['note']})"
+    return text
+
+
+def describe_failure(failure: ExpectFailure | dict[str, Any]) -> str:
+    if isinstance(failure, ExpectFailure):
+        failure = failure_view(failure)
+    return (
+        f"expect {failure['what']} on {failure['target']}: "
+        f"expected {failure['expected']!r}, got {failure['actual']!r}"
+    )
+
+
+def describe_error(view: dict[str, Any], target: str) -> str:
+    return f"{target}: {view['error']}: {view['message']}"

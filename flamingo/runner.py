@@ -1,0 +1,268 @@
+"""Orchestration of one run: selected cases -> send -> judge -> writers -> verdict.
+
+The runner is glue. It owns the event loop, the worker tasks, signal handling and the fail-closed
+rules about *completing* a run; every decision about a case or the gate is made by the pure core
+(`flamingo.judge`), and every byte written goes through `flamingo.report`.
+
+Fail closed: a run that was interrupted, crashed, or could not send what it selected produces the
+verdict ``error`` (exit 3) with the partial totals, never ``pass``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from flamingo.errors import InputError
+from flamingo.judge import Tally, evaluate_gate, judge_case
+from flamingo.model import Case, CaseResult, Config, GateResult, GateThresholds, RunSettings
+from flamingo.report.console import LiveProgress, print_summary
+from flamingo.report.files import RunFiles
+from flamingo.report.redact import Redactor
+from flamingo.send import UNSAFE_METHODS, Sender, TransportFactory, default_transport
+
+EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_HARNESS = 0, 1, 2, 3
+EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_HARNESS}
+TOP_DIFFERENCES = 20
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    stage: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    max_requests: int | None = None
+    out_dir: Path | None = None
+    progress: bool = True
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_out_dir(base: Path = Path("reports")) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return base / stamp
+
+
+def resolve_gate(config: Config, stage: str | None) -> GateThresholds:
+    try:
+        return config.gate(stage)
+    except KeyError:
+        known = ", ".join(name for name, _ in config.stages) or "none defined"
+        raise InputError(f"--stage: unknown stage '{stage}' (stages: {known})") from None
+
+
+def effective_settings(config: Config, options: RunOptions) -> RunSettings:
+    settings = config.run
+    if options.concurrency is not None:
+        if options.concurrency < 1:
+            raise InputError("--concurrency: expected an integer >= 1")
+        settings = replace(settings, concurrency=options.concurrency)
+    if options.rate is not None:
+        if options.rate < 0:
+            raise InputError("--rate: expected a number >= 0")
+        settings = replace(settings, rate_limit=options.rate)
+    if options.max_requests is not None:
+        if options.max_requests < 0:
+            raise InputError("--max-requests: expected an integer >= 0")
+        settings = replace(settings, max_requests=options.max_requests)
+    return settings
+
+
+def check_side_effects(config: Config, cases: Iterable[Case]) -> None:
+    """Refuse, before anything is sent, non-idempotent requests to a production target."""
+    production = [t.name for t in (config.old, config.new) if t.production]
+    if not production:
+        return
+    for case in cases:
+        if case.method in UNSAFE_METHODS and not case.allow_side_effects:
+            where = case.source or case.id
+            raise InputError(
+                f"{where}: {case.method} request '{case.id}' would be sent to production "
+                f"target(s) {', '.join(production)}; set 'allow_side_effects: true' in the "
+                f"suite to allow it"
+            )
+
+
+class _Interrupted(Exception):
+    pass
+
+
+async def _run_cases(
+    cases: Iterator[Case],
+    sender: Sender,
+    sink: Callable[[CaseResult], None],
+    settings: RunSettings,
+) -> str:
+    """Send and judge every case; returns '' when complete, else why it stopped early."""
+    stop_reason = ""
+    loop = asyncio.get_running_loop()
+    # Each case sends two requests; enough workers to keep `concurrency` requests in flight.
+    workers = max(1, (settings.concurrency + 1) // 2)
+    budget = settings.max_requests
+
+    async def worker() -> None:
+        nonlocal stop_reason
+        for case in cases:  # a shared iterator: each case is taken by exactly one worker
+            if stop_reason:
+                return
+            if budget and sender.requests_sent + 2 > budget:
+                stop_reason = stop_reason or f"--max-requests {budget} reached"
+                return
+            old, new = await sender.send_pair(case)
+            sink(judge_case(case, old, new))
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+    main = asyncio.gather(*tasks)
+
+    def on_signal(name: str) -> None:
+        nonlocal stop_reason
+        stop_reason = f"interrupted by {name}"
+        main.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    try:
+        await main
+    except asyncio.CancelledError:
+        if not stop_reason:
+            raise
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await sender.aclose()
+    return stop_reason
+
+
+def gate_document(
+    gate: GateResult,
+    tally: Tally,
+    config: Config,
+    started_at: str,
+    finished_at: str,
+    elapsed: float,
+    settings: RunSettings,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "verdict": gate.verdict,
+        "stage": gate.stage,
+        "totals": gate.totals.as_dict(),
+        "checks": [
+            {
+                "name": c.name,
+                "threshold": c.threshold,
+                "observed": c.observed,
+                "passed": c.passed,
+            }
+            for c in gate.checks
+        ],
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+    if gate.reason:
+        doc["reason"] = gate.reason
+    doc["elapsed_s"] = round(elapsed, 3)
+    doc["targets"] = {"old": config.old.base_url, "new": config.new.base_url}
+    doc["settings"] = {
+        "concurrency": settings.concurrency,
+        "rate_limit": settings.rate_limit,
+        "timeout_s": settings.timeout,
+        "retries": settings.retries,
+    }
+    doc["latency"] = {"old": tally.latency("old"), "new": tally.latency("new")}
+    doc["top_differences"] = [
+        {"template": t, "kind": k, "location": loc, "count": n, "examples": list(ex)}
+        for t, k, loc, n, ex in tally.top(TOP_DIFFERENCES)
+    ]
+    return doc
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional (not on every platform)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def execute(
+    config: Config,
+    cases: Callable[[], Iterator[Case]],
+    options: RunOptions,
+    console: Console,
+    transport_factory: TransportFactory = default_transport,
+) -> int:
+    """Run the selected cases and write every output. Returns the exit code.
+
+    ``cases`` is called twice: once to count (for progress) and check policies, once to run;
+    expansion is deterministic and lazy, so neither pass holds the cases in memory.
+    """
+    gate_thresholds = resolve_gate(config, options.stage)
+    settings = effective_settings(config, options)
+    total = 0
+    check_side_effects(config, cases())
+    for _ in cases():
+        total += 1
+
+    out_dir = options.out_dir or default_out_dir()
+    redactor = Redactor(config.secrets)
+    try:
+        files = RunFiles(out_dir, redactor)
+    except OSError as exc:
+        raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
+    tally = Tally()
+    started_at, started = timestamp(), time.monotonic()
+    reason = ""
+    console.print(
+        f"flamingo: {total} cases · old {config.old.base_url} · new {config.new.base_url} · "
+        f"concurrency {settings.concurrency}",
+        highlight=False,
+    )
+    with LiveProgress(console, total, enabled=options.progress) as progress:
+
+        def sink(result: CaseResult) -> None:
+            tally.add(result)
+            files.write(result)
+            progress.update(tally.totals)
+
+        loop = _new_event_loop()
+        try:
+            sender = Sender(config.old, config.new, settings, transport_factory)
+            reason = loop.run_until_complete(_run_cases(cases(), sender, sink, settings))
+        except Exception as exc:  # the harness itself failed: record it, fail closed
+            reason = f"harness error: {type(exc).__name__}: {exc}"
+            (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))
+        finally:
+            loop.close()
+        progress.update(tally.totals)
+
+    if not reason and tally.totals.cases != total:
+        reason = f"only {tally.totals.cases} of {total} selected cases were judged"
+    gate = evaluate_gate(gate_thresholds, options.stage, tally, complete=not reason, reason=reason)
+    finished_at = timestamp()
+    doc = gate_document(
+        gate, tally, config, started_at, finished_at, time.monotonic() - started, settings
+    )
+    files.finish(gate, doc, started_at)
+    print_summary(console, doc, str(out_dir), redactor)
+    if reason:
+        print(f"flamingo: {redactor.text(reason)}", file=sys.stderr)
+    return EXIT_CODES[gate.verdict]

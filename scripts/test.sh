@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: install, lint, type-check, test.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k gate`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+# The end-to-end tests put a real nginx (Debian package) in front of the demo origin.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "test.sh: installing nginx-light (Debian) for the end-to-end tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+fi
+
+python3 -m ruff check flamingo tests bench
+python3 -m ruff format --check flamingo tests bench
+python3 -m mypy flamingo
+python3 -m pytest -n 2 -q -p no:cacheprovider "$@"
