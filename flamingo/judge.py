@@ -1,0 +1,302 @@
+"""Judgement: one case's outcome, the running tally of a run, and the gate verdict.
+
+This module owns `judge_case`, `Tally` and `evaluate_gate`. It is pure: no sockets, no clocks,
+no printing, no files (`Tally` is mutable, but only ever holds what it was given).
+
+Theory of operation
+-------------------
+A case's outcome is the first row that applies (CONTRACT §6):
+
+    outcome   when
+    error     either exchange is a TransportError (the target could not answer)
+    fail      an ``expect`` failed on either response
+    diff      the normalized responses differ
+    match     none of the above
+
+Differences are computed for ``fail`` as well as ``diff`` so a report can show both why a case
+failed and how the targets disagreed.
+
+`Tally` folds results into counters, per-target latency histograms (HdrHistogram, 1 µs .. 10 min
+at 3 significant digits, recorded in µs) and difference clusters keyed by (request template, kind,
+location) with list indices generalized (``$.items[3].id`` -> ``$.items[*].id``), so 500 items
+that all changed the same field form one cluster. A matched case adds counters and histogram
+entries only; memory is bounded by `MAX_CLUSTERS`.
+
+A gate evaluates one `Check` per configured threshold, in `GATE_KEYS` order:
+
+    threshold               observed                     passes when     not computable when
+    min_match_rate          match / (cases - error)      observed >= t   cases == error
+    max_error_rate          error / cases                observed <= t   cases == 0
+    min_cases               cases                        observed >= t   never
+    max_latency_ratio_p50   new p50 / old p50            observed <= t   a side has no samples
+    max_latency_ratio_p99   new p99 / old p99            observed <= t   a side has no samples
+
+Fail closed: a check that cannot be computed (observed None) or whose threshold is not a number
+never passes; a gate with no checks fails; an incomplete run is ``error`` whatever the checks say.
+Comparisons are made on exact rationals (the threshold read back from its shortest decimal form),
+so 999/1000 against 0.999 passes exactly and rounding ``observed`` for display (6 decimals) can
+never turn a failing check into a passing one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from flamingo.compare import compare
+from flamingo.expect import check_expect
+from flamingo.model import (
+    GATE_KEYS,
+    Case,
+    CaseResult,
+    Check,
+    Exchange,
+    ExpectFailure,
+    GateResult,
+    GateThresholds,
+    Response,
+    Totals,
+    TransportError,
+    Verdict,
+)
+
+# --------------------------------------------------------------------------------------------
+# One case
+# --------------------------------------------------------------------------------------------
+
+
+def judge_case(case: Case, old: Exchange, new: Exchange) -> CaseResult:
+    """The outcome of one case from its two exchanges (precedence error > fail > diff > match)."""
+    failures: tuple[ExpectFailure, ...] = ()
+    if not case.expect.empty:
+        if isinstance(old, Response):
+            failures += check_expect(case.expect, old, "old")
+        if isinstance(new, Response):
+            failures += check_expect(case.expect, new, "new")
+    if isinstance(old, TransportError) or isinstance(new, TransportError):
+        # Any failure of the side that did answer is kept for the report; the outcome is error.
+        return CaseResult(case, "error", old, new, (), failures)
+    differences = compare(old, new, case.compare)
+    if failures:
+        return CaseResult(case, "fail", old, new, differences, failures)
+    if differences:
+        return CaseResult(case, "diff", old, new, differences)
+    return CaseResult(case, "match", old, new)
+
+
+# --------------------------------------------------------------------------------------------
+# The tally of a run
+# --------------------------------------------------------------------------------------------
+
+#: Histogram range in microseconds: 1 µs .. 10 minutes, 3 significant digits.
+LOWEST_US = 1
+HIGHEST_US = 10 * 60 * 1_000_000
+SIGNIFICANT_DIGITS = 3
+#: Distinct difference clusters kept; beyond this, differences count into `OTHER`.
+MAX_CLUSTERS = 10_000
+#: Example case ids kept per cluster.
+MAX_EXAMPLES = 3
+#: The cluster key that absorbs everything past `MAX_CLUSTERS`.
+OTHER: tuple[str, str, str] = ("(other)", "(other)", "(other)")
+
+TARGETS = ("old", "new")
+_INDEX = re.compile(r"\[\d+\]")
+
+ClusterKey = tuple[str, str, str]  # (case template, difference kind, generalized location)
+TopRow = tuple[str, str, str, int, list[str]]  # template, kind, location, count, example ids
+
+
+def cluster_location(location: str) -> str:
+    """``$.items[3].id`` -> ``$.items[*].id``: list positions do not split a cluster."""
+    if "[" not in location:
+        return location
+    return _INDEX.sub("[*]", location)
+
+
+class _Cluster:
+    __slots__ = ("count", "examples")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.examples: list[str] = []
+
+
+class _Latency:
+    """One target's latencies: an HdrHistogram for percentiles, exact sum/max beside it."""
+
+    __slots__ = ("histogram", "max_us", "sum_us")
+
+    def __init__(self) -> None:
+        self.histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        self.sum_us = 0
+        self.max_us = 0
+
+    def record(self, latency_ms: float) -> None:
+        raw = latency_ms * 1000.0
+        if math.isnan(raw):
+            return  # a broken clock reading is no sample; skipping it never helps a gate pass
+        # Clamp into the histogram's range (comparisons first, so +-inf never reaches round()).
+        us = HIGHEST_US if raw >= HIGHEST_US else LOWEST_US if raw <= LOWEST_US else round(raw)
+        self.histogram.record_value(us)
+        self.sum_us += us
+        self.max_us = max(self.max_us, us)
+
+    @property
+    def count(self) -> int:
+        return int(self.histogram.get_total_count())
+
+    def percentile_us(self, percentile: float) -> int:
+        return int(self.histogram.get_value_at_percentile(percentile))
+
+
+class Tally:
+    """Accumulates `CaseResult`s into totals, latencies and difference clusters."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {"match": 0, "diff": 0, "fail": 0, "error": 0}
+        self.top_differences: dict[ClusterKey, _Cluster] = {}
+        self._latency = {target: _Latency() for target in TARGETS}
+
+    def add(self, result: CaseResult) -> None:
+        """Count one result."""
+        self.counts[result.outcome] += 1
+        if isinstance(result.old, Response):
+            self._latency["old"].record(result.old.latency_ms)
+        if isinstance(result.new, Response):
+            self._latency["new"].record(result.new.latency_ms)
+        if result.differences:
+            self._cluster(result)
+
+    def _cluster(self, result: CaseResult) -> None:
+        template = result.case.template
+        seen: set[ClusterKey] = set()  # a case counts once per cluster
+        for difference in result.differences:
+            key: ClusterKey = (template, difference.kind, cluster_location(difference.location))
+            cluster = self.top_differences.get(key)
+            if cluster is None:
+                if len(self.top_differences) >= MAX_CLUSTERS:
+                    key = OTHER
+                    cluster = self.top_differences.get(OTHER)
+                if cluster is None:
+                    cluster = self.top_differences[key] = _Cluster()
+            if key in seen:
+                continue
+            seen.add(key)
+            cluster.count += 1
+            if len(cluster.examples) < MAX_EXAMPLES:
+                cluster.examples.append(result.case.id)
+
+    @property
+    def totals(self) -> Totals:
+        c = self.counts
+        cases = c["match"] + c["diff"] + c["fail"] + c["error"]
+        return Totals(cases, c["match"], c["diff"], c["fail"], c["error"])
+
+    def latency(self, target: str) -> dict[str, float | int | None]:
+        """``{"p50", "p90", "p99", "max", "mean": ms or None, "count": n}`` for "old" or "new"."""
+        latency = self._latency[target]
+        count = latency.count
+        if count == 0:
+            return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None, "count": 0}
+        return {
+            "p50": latency.percentile_us(50) / 1000,
+            "p90": latency.percentile_us(90) / 1000,
+            "p99": latency.percentile_us(99) / 1000,
+            "max": latency.max_us / 1000,
+            "mean": round(latency.sum_us / count / 1000, 3),
+            "count": count,
+        }
+
+    def percentile_us(self, target: str, percentile: float) -> int | None:
+        """A latency percentile in whole µs, or None without samples."""
+        latency = self._latency[target]
+        return latency.percentile_us(percentile) if latency.count else None
+
+    def top(self, n: int) -> list[TopRow]:
+        """The ``n`` largest clusters: most cases first, ties by key for a stable order."""
+        ranked = sorted(self.top_differences.items(), key=lambda kv: (-kv[1].count, kv[0]))
+        return [(*key, cluster.count, list(cluster.examples)) for key, cluster in ranked[:n]]
+
+
+# --------------------------------------------------------------------------------------------
+# The gate
+# --------------------------------------------------------------------------------------------
+
+
+def _exact(threshold: object) -> Fraction | float | None:
+    """The threshold as an exact rational; None (never passes) when it is not a number."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        return None
+    if isinstance(threshold, int):
+        return Fraction(threshold)
+    if math.isnan(threshold):
+        return None
+    if math.isinf(threshold):
+        return threshold  # compares correctly with any Fraction: "no limit" / "impossible"
+    # repr gives the shortest decimal that reads back as this float: 0.999 -> 999/1000.
+    return Fraction(repr(threshold))
+
+
+def _ratio(numerator: int | None, denominator: int | None) -> Fraction | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return Fraction(numerator, denominator)
+
+
+def _observe(name: str, totals: Totals, tally: Tally) -> Fraction | None:
+    if name == "min_match_rate":
+        return _ratio(totals.match, totals.cases - totals.error)
+    if name == "max_error_rate":
+        return _ratio(totals.error, totals.cases)
+    if name == "min_cases":
+        return Fraction(totals.cases)
+    if name == "max_latency_ratio_p50":
+        return _ratio(tally.percentile_us("new", 50), tally.percentile_us("old", 50))
+    if name == "max_latency_ratio_p99":
+        return _ratio(tally.percentile_us("new", 99), tally.percentile_us("old", 99))
+    raise ValueError(f"unknown gate threshold {name!r}")
+
+
+def _check(name: str, threshold: Any, observed: Fraction | None) -> Check:
+    limit = _exact(threshold)
+    if observed is None or limit is None:
+        passed = False
+    elif name.startswith("min_"):
+        passed = observed >= limit
+    else:
+        passed = observed <= limit
+    shown: float | None
+    if observed is None:
+        shown = None
+    elif name == "min_cases":
+        shown = int(observed)  # a count stays an integer in gate.json
+    else:
+        shown = round(float(observed), 6)
+    return Check(name, threshold, shown, passed)
+
+
+def evaluate_gate(
+    thresholds: GateThresholds,
+    stage: str | None,
+    tally: Tally,
+    *,
+    complete: bool = True,
+    reason: str = "",
+) -> GateResult:
+    """The verdict of one gate over a run's tally (see the table in the module docstring)."""
+    totals = tally.totals
+    checks = tuple(
+        _check(name, threshold, _observe(name, totals, tally))
+        for name in GATE_KEYS
+        if (threshold := getattr(thresholds, name)) is not None
+    )
+    if not complete:
+        return GateResult("error", stage, totals, checks, reason or "the run did not complete")
+    if not checks:
+        return GateResult("fail", stage, totals, checks, "no gate thresholds configured")
+    verdict: Verdict = "pass" if all(check.passed for check in checks) else "fail"
+    return GateResult(verdict, stage, totals, checks)

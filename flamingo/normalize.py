@@ -1,0 +1,357 @@
+"""Normalization: what of a response counts before two responses are compared.
+
+This module owns the rules that turn a raw `Response` part into its comparable form. It is pure:
+no sockets, no clocks, no printing, no files.
+
+Theory of operation
+-------------------
+Normalization is a chain of small rule functions with one shared signature, in the manner of
+structlog's processors: each rule takes the value built so far plus the suite's `CompareRules`
+and returns the (possibly same, possibly mutated) value. A rule that has nothing to do returns
+its input untouched, so a suite without ``compare:`` rules pays for detection only.
+
+Headers (`HeaderRule`, applied in `HEADER_RULES` order to a ``{lower-case name: [values]}`` map):
+
+    rule                     drops / changes                           why
+    drop_connection_listed   every name listed in ``Connection``       hop-by-hop by declaration
+    drop_transport_headers   `TRANSPORT_HEADERS` (framing, hop-by-hop,  differ with the wire, not
+                             content-encoding)                         with the resource
+    drop_ignored_headers     ``rules.ignore_headers``                  the suite said so
+    mask_header_values       ``rules.mask`` regexes on every value     ids, timestamps, ...
+
+then every name's values are sorted: the order of repeated field lines never counts.
+
+Bodies arrive content-decoded (the send stage undid gzip/br/deflate), so content-encoding is
+transport, not content. A body is first *detected* as one of three kinds:
+
+    kind    when                                                          value
+    json    Content-Type is application/json or */*+json, or the first     parsed data
+            non-space byte is one of ``{["-0123456789tfn`` -- and the
+            UTF-8 text really parses as JSON (NaN/Infinity rejected)
+    text    the body is valid UTF-8 (and not JSON)                         str
+    bytes   anything else                                                  bytes
+
+and then run through `BODY_RULES` (`BodyRule`): ``drop_ignored_json_paths`` (JSONPath removals,
+compiled once per expression), ``mask_json_strings`` (masks on every string leaf, never on object
+keys: two masked keys could collide and silently merge), ``mask_text``. Bytes are never masked.
+
+JSON values are compared as data: ``1 == 1.0``, but ``true != 1`` (see `json_equal`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from flamingo.model import CompareRules, Headers, Mask
+
+# --------------------------------------------------------------------------------------------
+# Headers
+# --------------------------------------------------------------------------------------------
+
+#: Headers that describe the connection or the message framing, not the resource (RFC 9110 §7.6.1
+#: plus Proxy-Connection and Content-Length), and Content-Encoding: bodies are compared decoded.
+TRANSPORT_HEADERS: frozenset[str] = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+    }
+)
+
+HeaderMap = dict[str, list[str]]
+HeaderRule = Callable[[HeaderMap, CompareRules], HeaderMap]
+NormalizedHeaders = dict[str, tuple[str, ...]]
+
+
+def drop_connection_listed(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
+    """Drop every header named in ``Connection`` (those are hop-by-hop by declaration)."""
+    listed = headers.get("connection")
+    if listed:
+        for value in listed:
+            for token in value.split(","):
+                headers.pop(token.strip().lower(), None)
+    return headers
+
+
+def drop_transport_headers(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
+    """Drop framing, hop-by-hop and content-encoding headers (`TRANSPORT_HEADERS`)."""
+    for name in TRANSPORT_HEADERS.intersection(headers):
+        del headers[name]
+    return headers
+
+
+def drop_ignored_headers(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
+    """Drop the suite's ``ignore_headers`` (names compared case-insensitively)."""
+    if rules.ignore_headers:
+        for name in _lower_names(rules.ignore_headers).intersection(headers):
+            del headers[name]
+    return headers
+
+
+def mask_header_values(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
+    """Apply the suite's masks to every header value."""
+    if rules.mask:
+        for name, values in headers.items():
+            headers[name] = [mask_text_value(value, rules.mask) for value in values]
+    return headers
+
+
+HEADER_RULES: tuple[HeaderRule, ...] = (
+    # Connection must be read before drop_transport_headers removes it.
+    drop_connection_listed,
+    drop_transport_headers,
+    drop_ignored_headers,
+    mask_header_values,
+)
+
+
+def normalize_headers(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
+    """Lower-case names, run `HEADER_RULES`, and sort each name's values.
+
+    Idempotent as long as no mask's replacement matches its own pattern.
+    """
+    collected: HeaderMap = {}
+    for name, value in headers:
+        # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
+        collected.setdefault(name.lower(), []).append(value.strip())
+    for rule in HEADER_RULES:
+        collected = rule(collected, rules)
+    return {name: tuple(sorted(values)) for name, values in collected.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _lower_names(names: frozenset[str]) -> frozenset[str]:
+    # The loader already lower-cases; this keeps hand-built rules (tests, API users) honest too,
+    # and the cache makes it free per call.
+    return frozenset(name.lower() for name in names)
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """The first value of header ``name`` (lower-case) in raw ``headers``, or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def mask_text_value(text: str, masks: Sequence[Mask]) -> str:
+    """Apply every mask, in order, to one string."""
+    for mask in masks:
+        text = mask.pattern.sub(mask.replace, text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies
+# --------------------------------------------------------------------------------------------
+
+BodyKind = Literal["json", "text", "bytes"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NormalizedBody:
+    """A body in comparable form: parsed JSON data, text, or raw bytes.
+
+    Equality is by kind and value, with JSON data compared by `json_equal` (so ``true != 1``).
+    """
+
+    kind: BodyKind
+    value: Any  # JSON data | str | bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NormalizedBody):
+            return NotImplemented
+        if self.kind != other.kind:
+            return False
+        if self.kind == "json":
+            return json_equal(self.value, other.value)
+        return bool(self.value == other.value)
+
+    __hash__ = None  # type: ignore[assignment]  # may hold mutable JSON data
+
+
+BodyRule = Callable[[NormalizedBody, CompareRules], NormalizedBody]
+
+# The bytes a JSON text can start with (RFC 8259: object, array, string, number, true/false/null).
+_JSON_START = frozenset(b'{["-0123456789tfn')
+_FIRST_NON_SPACE = re.compile(rb"[^ \t\r\n]")
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259 §6); NaN would also make a body unequal to itself.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(text: str) -> Any:
+    """Parse strict JSON text (NaN/Infinity literals rejected). Raises ValueError."""
+    if text.startswith("\ufeff"):  # a UTF-8 BOM is tolerated, as RFC 8259 §8.1 allows
+        text = text[1:]
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:  # absurdly deep nesting: not data we can compare
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """True for ``application/json`` and any ``*/*+json`` media type (parameters ignored)."""
+    if not content_type:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def detect_body(body: bytes, content_type: str | None) -> NormalizedBody:
+    """Classify ``body`` as json / text / bytes without applying any rule."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return NormalizedBody("bytes", body)
+    looks_json = is_json_content_type(content_type)
+    if not looks_json:
+        first = _FIRST_NON_SPACE.search(body)
+        looks_json = first is not None and body[first.start()] in _JSON_START
+    if looks_json:
+        try:
+            return NormalizedBody("json", load_json(text))
+        except ValueError:
+            pass  # declared or looked like JSON but is not: compare it as text
+    return NormalizedBody("text", text)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_json_path(expression: str) -> Any:
+    """Compile a JSONPath expression once (jsonpath_ng's extended grammar, filters included).
+
+    Raises ValueError for an invalid expression, so the loader can validate with the very
+    parser that will apply the path.
+    """
+    from jsonpath_ng.ext import parse  # imported lazily: the parser tables are slow to build
+
+    try:
+        return parse(expression)
+    except Exception as exc:  # jsonpath_ng raises bare Exception subclasses of several kinds
+        raise ValueError(f"invalid JSONPath {expression!r}: {exc}") from exc
+
+
+def _select_all(_value: Any) -> bool:
+    return True
+
+
+def drop_ignored_json_paths(body: NormalizedBody, rules: CompareRules) -> NormalizedBody:
+    """Remove every match of ``rules.ignore_json_paths`` from JSON data (in place).
+
+    ``$.items[*].updated_at`` removes the field from every element; ``$.a[0]`` removes the
+    element itself (later elements shift on both sides alike).
+    """
+    if body.kind != "json" or not rules.ignore_json_paths:
+        return body
+    data = body.value
+    for expression in rules.ignore_json_paths:
+        try:
+            data = compile_json_path(expression).filter(_select_all, data)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            # The path does not fit this document's shape (e.g. an index into an object):
+            # there is nothing to remove, and both sides are treated alike.
+            continue
+    return NormalizedBody("json", data)
+
+
+def _mask_tree(value: Any, masks: Sequence[Mask]) -> Any:
+    kind = type(value)
+    if kind is str:
+        return mask_text_value(value, masks)
+    if kind is dict:
+        return {key: _mask_tree(item, masks) for key, item in value.items()}
+    if kind is list:
+        return [_mask_tree(item, masks) for item in value]
+    return value
+
+
+def mask_json_strings(body: NormalizedBody, rules: CompareRules) -> NormalizedBody:
+    """Apply masks to every string leaf of JSON data (object keys are left alone)."""
+    if body.kind != "json" or not rules.mask:
+        return body
+    return NormalizedBody("json", _mask_tree(body.value, rules.mask))
+
+
+def mask_text(body: NormalizedBody, rules: CompareRules) -> NormalizedBody:
+    """Apply masks to a text body."""
+    if body.kind != "text" or not rules.mask:
+        return body
+    return NormalizedBody("text", mask_text_value(body.value, rules.mask))
+
+
+BODY_RULES: tuple[BodyRule, ...] = (
+    # Paths are removed before masking so masks never spend time on ignored subtrees.
+    drop_ignored_json_paths,
+    mask_json_strings,
+    mask_text,
+)
+
+
+def normalize_body(body: bytes, content_type: str | None, rules: CompareRules) -> NormalizedBody:
+    """Detect the body's kind and apply `BODY_RULES`; without rules, detection is all."""
+    normalized = detect_body(body, content_type)
+    if not rules.ignore_json_paths and not rules.mask:
+        return normalized
+    for rule in BODY_RULES:
+        normalized = rule(normalized, rules)
+    return normalized
+
+
+# --------------------------------------------------------------------------------------------
+# JSON helpers shared by compare and expect
+# --------------------------------------------------------------------------------------------
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON data: numbers by value (``1 == 1.0``), booleans never equal numbers.
+
+    Python's ``==`` already decides everything except ``True == 1`` / ``False == 0.0``; it runs
+    first at C speed and the walk only confirms no boolean met a number.
+    """
+    return bool(a == b) and _same_shape(a, b)
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    # Precondition: a == b, so containers have the same keys and lengths. Exact type checks
+    # (parsed JSON holds plain dicts and lists) keep this walk cheap on the match path.
+    kind = type(a)
+    if kind is dict:
+        return type(b) is dict and all(_same_shape(v, b[k]) for k, v in a.items())
+    if kind is list:
+        return type(b) is list and all(map(_same_shape, a, b))
+    if kind is bool or type(b) is bool:
+        return kind is type(b)
+    return True
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_json_path(parts: Sequence[str | int]) -> str:
+    """``["a", 0, "key with.dot"]`` -> ``$.a[0]["key with.dot"]``; ``[]`` -> ``$``.
+
+    Integers are list indices; object keys that are not plain ASCII identifiers are quoted in
+    brackets, so ``$["0"]`` (a key) never reads like ``$[0]`` (an index).
+    """
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENTIFIER.fullmatch(part):
+            out.append(f".{part}")
+        else:
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out)
