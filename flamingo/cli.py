@@ -169,7 +169,9 @@ def _selector(args: argparse.Namespace, suites: list) -> Callable[[], Iterator[C
     from flamingo.expand import expand
     from flamingo.select import compile_keyword, parse_shard, select
 
-    keyword = compile_keyword(args.keyword) if args.keyword else None
+    keyword: str | None = args.keyword
+    if keyword:
+        compile_keyword(keyword)  # a bad expression is an input error now, not mid-run
     shard = parse_shard(args.shard) if args.shard else None
     tags = tuple(args.tags)
 
@@ -236,7 +238,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         with start_demo_process(old_port=ports["old"], new_port=ports["new"]) as demo:
             console.print(f"demo targets: {demo.urls} — Ctrl-C to stop", highlight=False)
             with contextlib.suppress(KeyboardInterrupt):
-                demo.wait()
+                demo.process.wait()
         return 0
     suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
     with start_demo_process() as demo:

@@ -127,7 +127,7 @@ class AiohttpTransport:
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
                 limit_per_host=0,
-                ssl=None if self.target.verify_tls else False,
+                ssl=self.target.verify_tls,  # True: default verification; False: none
                 ttl_dns_cache=300,
             )
             self._session = aiohttp.ClientSession(
