@@ -19,8 +19,9 @@ from rich.console import Console
 
 from flamingo import __version__
 from flamingo.errors import FlamingoError, InputError
-from flamingo.model import Case, Config
+from flamingo.model import Case, CompareRules, Config
 from flamingo.runner import EXIT_HARNESS, EXIT_INPUT, RunOptions, execute
+from flamingo.suite import Suite
 
 DEFAULT_TARGETS = "targets.yaml"
 DEFAULT_SUITES = "suites"
@@ -148,13 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit with the gate's code (1 when it fails) instead of 0 once a verdict is shown",
     )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+    noise = sub.add_parser("noise", help="what a run learned as noise (compare: {noise: auto})")
+    noise.add_argument(
+        "--suggest",
+        metavar="RUN_DIR",
+        required=True,
+        help="print the compare: rules (YAML) that make the noise learned in RUN_DIR explicit",
+    )
     return parser
 
 
 # ----------------------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace, targets_required: bool = True) -> tuple[Config | None, list]:  # type: ignore[type-arg]
+def _load(
+    args: argparse.Namespace, targets_required: bool = True
+) -> tuple[Config | None, list[Suite]]:
     from flamingo.load import load_config, load_suites
 
     config: Config | None = None
@@ -162,10 +173,19 @@ def _load(args: argparse.Namespace, targets_required: bool = True) -> tuple[Conf
         config = load_config(args.targets)
     max_cases = config.run.max_cases if config is not None else 1_000_000
     suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
+    if config is not None:
+        suites = with_compare_defaults(config, suites)
     return config, suites
 
 
-def _selector(args: argparse.Namespace, suites: list) -> Callable[[], Iterator[Case]]:  # type: ignore[type-arg]
+def with_compare_defaults(config: Config, suites: list[Suite]) -> list[Suite]:
+    """targets.yaml ``compare:`` under every suite's own rules."""
+    if config.compare == CompareRules():
+        return suites
+    return [replace(s, compare=s.compare.over(config.compare)) for s in suites]
+
+
+def _selector(args: argparse.Namespace, suites: list[Suite]) -> Callable[[], Iterator[Case]]:
     from flamingo.expand import expand
     from flamingo.select import compile_keyword, parse_shard, select
 
@@ -241,6 +261,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
                 demo.process.wait()
         return 0
     suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
+    suites = with_compare_defaults(config, suites)
     with start_demo_process() as demo:
         config = replace(
             config,
@@ -268,7 +289,40 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "check": cmd_check, "demo": cmd_demo}
+def cmd_noise(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    import yaml
+
+    from flamingo.noise import suggest_rules
+
+    path = Path(args.suggest) / "gate.json"
+    try:
+        gate = json.loads(path.read_text(encoding="utf-8"))
+        entries = gate["noise"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read the learned noise: {exc}", str(path)) from None
+    if not entries:
+        print("# no noise was learned in this run (is compare: {noise: auto} set?)")
+        return 0
+    for suite, rules in suggest_rules(entries).items():
+        left = rules.pop("unsuggestable", None)
+        print(f"# suite {suite}: add under its compare: (learned from {path})")
+        if rules:
+            print(yaml.safe_dump({"compare": rules}, sort_keys=False, allow_unicode=True), end="")
+        for item in left or []:  # type: ignore[attr-defined]
+            print(f"# noise no rule can express: {item}")
+        print()
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "check": cmd_check,
+    "demo": cmd_demo,
+    "noise": cmd_noise,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,9 +17,10 @@ Differences are computed for ``fail`` as well as ``diff`` so a report can show b
 failed and how the targets disagreed.
 
 `Tally` folds results into counters, per-target latency histograms (HdrHistogram, 1 µs .. 10 min
-at 3 significant digits, recorded in µs) and difference clusters keyed by (request template, kind,
-location) with list indices generalized (``$.items[3].id`` -> ``$.items[*].id``), so 500 items
-that all changed the same field form one cluster. A matched case adds counters and histogram
+at 3 significant digits, recorded in µs) and difference clusters keyed by signature
+(`flamingo.signature`: request template, kind, location with list indices generalized, shape of the
+change), so 500 items that all changed the same field, or 2,000 cases with the same bug, form one
+cluster. A matched case adds counters and histogram
 entries only; memory is bounded by `MAX_CLUSTERS`.
 
 A gate evaluates one `Check` per configured threshold, in `GATE_KEYS` order:
@@ -41,7 +42,7 @@ never turn a failing check into a passing one.
 from __future__ import annotations
 
 import math
-import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -63,6 +64,7 @@ from flamingo.model import (
     TransportError,
     Verdict,
 )
+from flamingo.signature import SignatureKey, example_change, signature_id, signature_key
 
 # --------------------------------------------------------------------------------------------
 # One case
@@ -101,28 +103,34 @@ MAX_CLUSTERS = 10_000
 #: Example case ids kept per cluster.
 MAX_EXAMPLES = 3
 #: The cluster key that absorbs everything past `MAX_CLUSTERS`.
-OTHER: tuple[str, str, str] = ("(other)", "(other)", "(other)")
+OTHER: SignatureKey = ("(other)", "(other)", "(other)", "(other)")
 
 TARGETS = ("old", "new")
-_INDEX = re.compile(r"\[\d+\]")
 
-ClusterKey = tuple[str, str, str]  # (case template, difference kind, generalized location)
-TopRow = tuple[str, str, str, int, list[str]]  # template, kind, location, count, example ids
+ClusterKey = SignatureKey  # (case template, kind, generalized location, shape of the change)
 
 
-def cluster_location(location: str) -> str:
-    """``$.items[3].id`` -> ``$.items[*].id``: list positions do not split a cluster."""
-    if "[" not in location:
-        return location
-    return _INDEX.sub("[*]", location)
+@dataclass(frozen=True)
+class TopRow:
+    """One difference signature of a run: how many cases, which ones, and what changed."""
+
+    key: SignatureKey
+    count: int
+    examples: tuple[str, ...]
+    example_change: str
+
+    @property
+    def id(self) -> str:
+        return signature_id(self.key)
 
 
 class _Cluster:
-    __slots__ = ("count", "examples")
+    __slots__ = ("count", "example_change", "examples")
 
-    def __init__(self) -> None:
+    def __init__(self, example_change: str) -> None:
         self.count = 0
         self.examples: list[str] = []
+        self.example_change = example_change
 
 
 class _Latency:
@@ -158,12 +166,15 @@ class Tally:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {"match": 0, "diff": 0, "fail": 0, "error": 0}
+        self.accepted = 0  # matches that are matches only through accepted differences
         self.top_differences: dict[ClusterKey, _Cluster] = {}
         self._latency = {target: _Latency() for target in TARGETS}
 
     def add(self, result: CaseResult) -> None:
         """Count one result."""
         self.counts[result.outcome] += 1
+        if result.accepted and result.outcome == "match":
+            self.accepted += 1
         if isinstance(result.old, Response):
             self._latency["old"].record(result.old.latency_ms)
         if isinstance(result.new, Response):
@@ -173,16 +184,16 @@ class Tally:
 
     def _cluster(self, result: CaseResult) -> None:
         template = result.case.template
-        seen: set[ClusterKey] = set()  # a case counts once per cluster
+        seen: set[ClusterKey] = set()  # a case counts once per signature
         for difference in result.differences:
-            key: ClusterKey = (template, difference.kind, cluster_location(difference.location))
+            key = signature_key(template, difference)
             cluster = self.top_differences.get(key)
             if cluster is None:
                 if len(self.top_differences) >= MAX_CLUSTERS:
                     key = OTHER
                     cluster = self.top_differences.get(OTHER)
                 if cluster is None:
-                    cluster = self.top_differences[key] = _Cluster()
+                    cluster = self.top_differences[key] = _Cluster(example_change(difference))
             if key in seen:
                 continue
             seen.add(key)
@@ -194,7 +205,7 @@ class Tally:
     def totals(self) -> Totals:
         c = self.counts
         cases = c["match"] + c["diff"] + c["fail"] + c["error"]
-        return Totals(cases, c["match"], c["diff"], c["fail"], c["error"])
+        return Totals(cases, c["match"], c["diff"], c["fail"], c["error"], self.accepted)
 
     def latency(self, target: str) -> dict[str, float | int | None]:
         """``{"p50", "p90", "p99", "max", "mean": ms or None, "count": n}`` for "old" or "new"."""
@@ -219,7 +230,10 @@ class Tally:
     def top(self, n: int) -> list[TopRow]:
         """The ``n`` largest clusters: most cases first, ties by key for a stable order."""
         ranked = sorted(self.top_differences.items(), key=lambda kv: (-kv[1].count, kv[0]))
-        return [(*key, cluster.count, list(cluster.examples)) for key, cluster in ranked[:n]]
+        return [
+            TopRow(key, cluster.count, tuple(cluster.examples), cluster.example_change)
+            for key, cluster in ranked[:n]
+        ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,10 +30,12 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from itertools import product
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from flamingo.accepted import AcceptedRule
 from flamingo.errors import InputError
 from flamingo.model import (
     GATE_KEYS,
@@ -509,10 +511,21 @@ def _list_of(rule: Rule) -> Rule:
     return rule_for_list
 
 
+def _noise(value: Any, at: _At) -> bool:
+    """``auto`` (learn noise from a second old response) or ``off``; booleans work too."""
+    if isinstance(value, bool):
+        return value
+    if value in ("auto", "off"):
+        return bool(value == "auto")
+    raise at.error(f"expected 'auto' or 'off', got {_describe(value)}")
+
+
 _COMPARE_RULES: dict[str, Rule] = {
     "ignore_headers": _ignore_headers,
     "ignore_json_paths": _list_of(_json_path),
     "mask": _list_of(_mask),
+    "noise": _noise,
+    "noise_threshold": _number(0, 1, above=True),
 }
 
 
@@ -597,20 +610,27 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
 
     targets_at = root.key(document, "targets")
     targets = _mapping(document["targets"], targets_at)
-    _check_keys(targets, targets_at, ("old", "new"), required=("old", "new"))
+    _check_keys(targets, targets_at, ("old", "new", "old_replica"), required=("old", "new"))
     old = _target("old", targets["old"], targets_at.key(targets, "old"))
     new = _target("new", targets["new"], targets_at.key(targets, "new"))
+    old_replica = None
+    if "old_replica" in targets:
+        replica_at = targets_at.key(targets, "old_replica")
+        old_replica = _target("old_replica", targets["old_replica"], replica_at)
 
     run = RunSettings()
     if "run" in document:
         run_at = root.key(document, "run")
         run = RunSettings(**_apply(_optional_mapping(document["run"], run_at), run_at, _RUN_RULES))
     default_gate, stages = _gates(document.get("gates"), root.key(document, "gates"))
-    # Reserved for future features: validated now so that files written today stay valid.
+    compare = CompareRules()
     if "compare" in document:
-        _compare_rules(document["compare"], root.key(document, "compare"))
+        compare = _compare_rules(document["compare"], root.key(document, "compare"))
+    accepted_path = None
     if "accepted" in document:
-        _non_empty_string(document["accepted"], root.key(document, "accepted"))
+        accepted = _non_empty_string(document["accepted"], root.key(document, "accepted"))
+        # Relative to the targets file, so a repo's targets.yaml works from any directory.
+        accepted_path = os.path.join(os.path.dirname(file), accepted)
     return Config(
         path=file,
         old=old,
@@ -619,6 +639,9 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
         default_gate=default_gate,
         stages=stages,
         secrets=tuple(dict.fromkeys(secrets)),
+        old_replica=old_replica,
+        compare=compare,
+        accepted_path=accepted_path,
     )
 
 
@@ -1292,3 +1315,70 @@ def load_suites(paths: Sequence[str | os.PathLike[str]], max_cases: int = 1_000_
         for document in parse_documents(read_text(file), file):
             collector.add(_suite(document, file))
     return collector.suites
+
+
+# --------------------------------------------------------------------------------------------
+# accepted.yaml
+# --------------------------------------------------------------------------------------------
+
+
+def _glob(value: Any, at: _At) -> str:
+    return _non_empty_string(value, at)
+
+
+def _kind(value: Any, at: _At) -> str:
+    if value not in ("status", "header", "body"):
+        raise at.error(f"expected one of status, header, body, got {_describe(value)}")
+    return str(value)
+
+
+def _regex(value: Any, at: _At) -> re.Pattern[str]:
+    text = _string(value, at)
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise _invalid_regex(text, at, exc) from exc
+
+
+def _date(value: Any, at: _At) -> date:
+    text = str(value) if isinstance(value, str | date) else None
+    try:
+        if text is None:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise at.error(f"expected a date such as 2027-01-31, got {_describe(value)}") from None
+
+
+_ACCEPTED_RULES: dict[str, Rule] = {
+    "template": _glob,
+    "kind": _kind,
+    "location": _non_empty_string,
+    "old": _regex,
+    "new": _regex,
+    "reason": _non_empty_string,
+    "expires": _date,
+}
+
+
+def parse_accepted(text: str, file: str) -> tuple[AcceptedRule, ...]:
+    """Validate the text of an accepted.yaml; ``file`` is only used in messages."""
+    document = parse_document(text, file)
+    root = _At(file, "", document.line, document.line)
+    _check_keys(document, root, ("accepted",), required=("accepted",))
+    entries_at = root.key(document, "accepted")
+    entries = _list(document["accepted"], entries_at)
+    rules: list[AcceptedRule] = []
+    for index, entry in enumerate(entries):
+        entry_at = entries_at.item(entries, index)
+        mapping = _mapping(entry, entry_at)
+        _check_keys(mapping, entry_at, tuple(_ACCEPTED_RULES), required=("location", "reason"))
+        fields = _apply(mapping, entry_at, _ACCEPTED_RULES)
+        fields.setdefault("template", "*")
+        rules.append(AcceptedRule(index=index, source=f"{file}:{entry_at.line}", **fields))
+    return tuple(rules)
+
+
+def load_accepted(path: str | os.PathLike[str]) -> tuple[AcceptedRule, ...]:
+    file = os.fspath(path)
+    return parse_accepted(read_text(file), file)

@@ -61,6 +61,40 @@ GATE_KEYS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Mask:
+    pattern: re.Pattern[str]
+    replace: str
+
+
+@dataclass(frozen=True)
+class CompareRules:
+    """How responses are normalized before they are compared (a suite's ``compare:``)."""
+
+    ignore_headers: frozenset[str] = frozenset()  # lower-case names
+    ignore_json_paths: tuple[str, ...] = ()  # JSONPath expressions, validated at load time
+    mask: tuple[Mask, ...] = ()
+    noise: bool | None = None  # learn noise from old-vs-old (None: inherit, default off)
+    noise_threshold: float | None = None  # share of old-vs-old samples (None: inherit)
+
+    def over(self, defaults: CompareRules) -> CompareRules:
+        """These rules on top of ``defaults`` (targets.yaml ``compare:``): lists add up,
+        scalars set here win."""
+        return CompareRules(
+            ignore_headers=defaults.ignore_headers | self.ignore_headers,
+            ignore_json_paths=tuple(
+                dict.fromkeys(defaults.ignore_json_paths + self.ignore_json_paths)
+            ),
+            mask=defaults.mask + self.mask,
+            noise=self.noise if self.noise is not None else defaults.noise,
+            noise_threshold=(
+                self.noise_threshold
+                if self.noise_threshold is not None
+                else defaults.noise_threshold
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded targets.yaml."""
 
@@ -71,6 +105,9 @@ class Config:
     default_gate: GateThresholds = GateThresholds(min_cases=1)
     stages: tuple[tuple[str, GateThresholds], ...] = ()  # already merged over default_gate
     secrets: tuple[str, ...] = ()  # values substituted from ${VAR}: redacted in every output
+    old_replica: Target | None = None  # a second instance of old, for noise learning
+    compare: CompareRules = CompareRules()  # defaults under every suite's compare:
+    accepted_path: str | None = None  # accepted.yaml, resolved against targets.yaml's folder
 
     def gate(self, stage: str | None) -> GateThresholds:
         if stage is None:
@@ -84,21 +121,6 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Suites and cases
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mask:
-    pattern: re.Pattern[str]
-    replace: str
-
-
-@dataclass(frozen=True)
-class CompareRules:
-    """How responses are normalized before they are compared (a suite's ``compare:``)."""
-
-    ignore_headers: frozenset[str] = frozenset()  # lower-case names
-    ignore_json_paths: tuple[str, ...] = ()  # JSONPath expressions, validated at load time
-    mask: tuple[Mask, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +239,18 @@ class CaseResult:
     new: Exchange
     differences: tuple[Difference, ...] = ()
     failures: tuple[ExpectFailure, ...] = ()
+    noise: tuple[Difference, ...] = ()  # left out: they differ between two old responses too
+    accepted: tuple[Acceptance, ...] = ()  # left out: the team chose to ship them
+    old_replica: Exchange | None = None  # the second old response, when noise is learned
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """A difference matched by an entry of accepted.yaml."""
+
+    difference: Difference
+    rule: int  # index of the entry in accepted.yaml
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -234,6 +268,7 @@ class Totals:
     diff: int = 0
     fail: int = 0
     error: int = 0
+    accepted: int = 0  # of the matches: cases that match only because of accepted differences
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -242,6 +277,7 @@ class Totals:
             "diff": self.diff,
             "fail": self.fail,
             "error": self.error,
+            "accepted": self.accepted,
         }
 
 

@@ -24,13 +24,25 @@ from typing import Any
 
 from rich.console import Console
 
+from flamingo.accepted import AcceptedList
 from flamingo.errors import InputError
 from flamingo.judge import Tally, evaluate_gate, judge_case
-from flamingo.model import Case, CaseResult, Config, GateResult, GateThresholds, RunSettings
+from flamingo.load import load_accepted
+from flamingo.model import (
+    Case,
+    CaseResult,
+    Config,
+    Exchange,
+    GateResult,
+    GateThresholds,
+    RunSettings,
+)
+from flamingo.noise import NoiseLearner, NoiseModel
 from flamingo.report.console import LiveProgress, print_summary
 from flamingo.report.files import RunFiles
 from flamingo.report.redact import Redactor
 from flamingo.send import UNSAFE_METHODS, Sender, TransportFactory, default_transport
+from flamingo.signature import describe as describe_signature
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_HARNESS = 0, 1, 2, 3
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_HARNESS}
@@ -100,11 +112,38 @@ class _Interrupted(Exception):
     pass
 
 
+class CaseJudge:
+    """The pure judgement of cases, composed: compare + expect, then noise, then accepted.
+
+    Returns the results that are ready: with noise learning, a template's first results wait
+    until enough old-vs-old samples were seen (`NoiseLearner`); `flush` releases the rest.
+    """
+
+    def __init__(self, noise: NoiseModel, accepted: AcceptedList | None) -> None:
+        self.noise = noise
+        self.learner = NoiseLearner(noise)
+        self.accepted = accepted
+
+    def __call__(
+        self, case: Case, old: Exchange, new: Exchange, replica: Exchange | None
+    ) -> list[CaseResult]:
+        result = judge_case(case, old, new)
+        ready = [result] if replica is None else self.learner.add(result, replica)
+        return [self._accept(r) for r in ready]
+
+    def flush(self) -> list[CaseResult]:
+        return [self._accept(r) for r in self.learner.flush()]
+
+    def _accept(self, result: CaseResult) -> CaseResult:
+        return result if self.accepted is None else self.accepted.apply(result)
+
+
 async def _run_cases(
     cases: Iterator[Case],
     sender: Sender,
     sink: Callable[[CaseResult], None],
     settings: RunSettings,
+    judge: CaseJudge,
 ) -> str:
     """Send and judge every case; returns '' when complete, else why it stopped early."""
     stop_reason = ""
@@ -118,11 +157,18 @@ async def _run_cases(
         for case in cases:  # a shared iterator: each case is taken by exactly one worker
             if stop_reason:
                 return
-            if budget and sender.requests_sent + 2 > budget:
+            learn = bool(case.compare.noise)
+            if not sender.reserve(3 if learn else 2):  # a hard cap: retries draw from it too
                 stop_reason = stop_reason or f"--max-requests {budget} reached"
                 return
-            old, new = await sender.send_pair(case)
-            sink(judge_case(case, old, new))
+            if learn:
+                old, new, replica = await sender.send_triple(case)
+                ready = judge(case, old, new, replica)
+            else:
+                old, new = await sender.send_pair(case)
+                ready = judge(case, old, new, None)
+            for result in ready:
+                sink(result)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
     main = asyncio.gather(*tasks)
@@ -139,6 +185,8 @@ async def _run_cases(
             installed.append(sig)
     try:
         await main
+        if sender.budget_exhausted and not stop_reason:  # a retry was refused by the cap
+            stop_reason = f"--max-requests {budget} reached"
     except asyncio.CancelledError:
         if not stop_reason:
             raise
@@ -149,6 +197,8 @@ async def _run_cases(
         for sig in installed:
             loop.remove_signal_handler(sig)
         await sender.aclose()
+        for result in judge.flush():  # held for noise learning: judged with what was learned
+            sink(result)
     return stop_reason
 
 
@@ -160,6 +210,7 @@ def gate_document(
     finished_at: str,
     elapsed: float,
     settings: RunSettings,
+    judge: CaseJudge,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "verdict": gate.verdict,
@@ -188,10 +239,37 @@ def gate_document(
         "retries": settings.retries,
     }
     doc["latency"] = {"old": tally.latency("old"), "new": tally.latency("new")}
-    doc["top_differences"] = [
-        {"template": t, "kind": k, "location": loc, "count": n, "examples": list(ex)}
-        for t, k, loc, n, ex in tally.top(TOP_DIFFERENCES)
+    cases = gate.totals.cases
+    doc["signatures"] = [
+        {
+            "id": row.id,
+            "template": row.key[0],
+            "kind": row.key[1],
+            "location": row.key[2],
+            "change": row.key[3],
+            "description": describe_signature(row.key),
+            "example_change": row.example_change,
+            "count": row.count,
+            "share": round(row.count / cases, 6) if cases else 0.0,
+            "examples": list(row.examples),
+        }
+        for row in tally.top(TOP_DIFFERENCES)
     ]
+    doc["noise"] = [
+        {
+            "template": e.template,
+            "kind": e.kind,
+            "location": e.location,
+            "differing": e.differing,
+            "samples": e.samples,
+            "rate": round(e.rate, 6),
+            "examples": list(e.examples),
+            "context": e.context,
+        }
+        for e in judge.noise.entries()
+    ]
+    if judge.accepted is not None:
+        doc["accepted"] = judge.accepted.report()
     return doc
 
 
@@ -221,9 +299,14 @@ def execute(
     check_side_effects(config, cases())
     for _ in cases():
         total += 1
+    accepted = None
+    if config.accepted_path is not None:
+        rules = load_accepted(config.accepted_path)
+        accepted = AcceptedList(rules, today=datetime.now(UTC).date())
+    judge = CaseJudge(NoiseModel(), accepted)
 
     out_dir = options.out_dir or default_out_dir()
-    redactor = Redactor(config.secrets)
+    redactor = Redactor.for_config(config)
     try:
         files = RunFiles(out_dir, redactor)
     except OSError as exc:
@@ -232,8 +315,10 @@ def execute(
     started_at, started = timestamp(), time.monotonic()
     reason = ""
     console.print(
-        f"flamingo: {total} cases · old {config.old.base_url} · new {config.new.base_url} · "
-        f"concurrency {settings.concurrency}",
+        redactor.text(
+            f"flamingo: {total} cases · old {config.old.base_url} · new {config.new.base_url} · "
+            f"concurrency {settings.concurrency}"
+        ),
         highlight=False,
     )
     with LiveProgress(console, total, enabled=options.progress) as progress:
@@ -245,8 +330,10 @@ def execute(
 
         loop = _new_event_loop()
         try:
-            sender = Sender(config.old, config.new, settings, transport_factory)
-            reason = loop.run_until_complete(_run_cases(cases(), sender, sink, settings))
+            sender = Sender(
+                config.old, config.new, settings, transport_factory, replica=config.old_replica
+            )
+            reason = loop.run_until_complete(_run_cases(cases(), sender, sink, settings, judge))
         except Exception as exc:  # the harness itself failed: record it, fail closed
             reason = f"harness error: {type(exc).__name__}: {exc}"
             (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))
@@ -259,7 +346,7 @@ def execute(
     gate = evaluate_gate(gate_thresholds, options.stage, tally, complete=not reason, reason=reason)
     finished_at = timestamp()
     doc = gate_document(
-        gate, tally, config, started_at, finished_at, time.monotonic() - started, settings
+        gate, tally, config, started_at, finished_at, time.monotonic() - started, settings, judge
     )
     files.finish(gate, doc, started_at)
     print_summary(console, doc, str(out_dir), redactor)

@@ -32,6 +32,7 @@ from dataclasses import replace
 from typing import Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
 from flamingo.model import Case, Exchange, Headers, Response, RunSettings, Target, TransportError
 
@@ -88,27 +89,59 @@ async def _iter_body(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _one_line(text: object) -> str:
+    """Library messages span lines (aiohttp's parser draws a caret); a record keeps one."""
+    lines = (line for line in str(text).splitlines() if line.strip(" ^"))
+    return " ".join(" ".join(lines).split())
+
+
+def _truncated(exc: aiohttp.ClientPayloadError) -> bool:
+    """The body ended early (connection closed or reset mid-body), not a malformed body."""
+    cause = exc.__cause__
+    if isinstance(cause, ContentLengthError | TransferEncodingError):
+        return True
+    return "not completed" in str(exc)
+
+
 def _classify(exc: BaseException) -> tuple[str, str]:
-    """Map a client library exception to (kind, message). Order matters: subclasses first."""
+    """Map a client library exception to (kind, message). Order matters: subclasses first.
+
+    Observed on real sockets (tests/test_faults.py): a certificate that does not verify raises
+    `ClientConnectorCertificateError`; a refused port `ClientConnectorError`; a connection that
+    is reset or closed mid-body `ClientPayloadError` caused by a `ContentLengthError` (a
+    truncated response is a transport fault, so ``reset``, which is retried); a garbage status
+    line `ClientResponseError` with status 400 from the parser (never a response to compare).
+    """
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timeout", "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return "tls", f"TLS error: {exc}"
-    if isinstance(exc, ssl.SSLError):
-        return "tls", f"TLS error: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        reason = getattr(cert, "verify_message", "") or getattr(cert, "reason", "") or cert
+        return "tls", _one_line(
+            f"TLS error: certificate verify failed for {exc.host}:{exc.port}: {reason}"
+        )
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return "tls", _one_line(f"TLS error: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect", f"cannot connect: {exc.os_error.strerror or exc}"
+        os_error = exc.os_error
+        why = "connection refused" if isinstance(os_error, ConnectionRefusedError) else os_error
+        return "connect", _one_line(f"cannot connect to {exc.host}:{exc.port}: {why}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "reset", "server closed the connection before the response was complete"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return "protocol", f"bad response body: {exc}"
+        if _truncated(exc):
+            cause = exc.__cause__
+            detail = getattr(cause, "message", "") or "body incomplete"
+            how = "reset" if "reset" in str(exc).lower() else "closed"
+            return "reset", _one_line(f"connection {how} mid-body: {detail}")
+        return "protocol", _one_line(f"bad response body: {exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return "protocol", f"bad response: {exc.message or exc}"
+        # The parser's own errors (bad status line, bad header) arrive here with status 400;
+        # that 400 is aiohttp's, not the target's, so the message never shows it as a status.
+        return "protocol", _one_line(f"invalid response: {exc.message or exc}")
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
-        return "reset", f"connection error: {exc}"
-    if isinstance(exc, aiohttp.ClientError):
-        return "protocol", f"{type(exc).__name__}: {exc}"
-    return "protocol", f"{type(exc).__name__}: {exc}"
+        return "reset", _one_line(f"connection error: {exc}")
+    return "protocol", _one_line(f"{type(exc).__name__}: {exc}")
 
 
 class AiohttpTransport:
@@ -178,6 +211,8 @@ class AiohttpTransport:
                 )
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             kind, message = _classify(exc)
+            if kind == "timeout":
+                message = f"timed out: no complete response within {self.timeout.total:g}s"
             latency = (time.perf_counter() - start) * 1000.0
             return TransportError(kind=kind, message=message, latency_ms=latency)  # type: ignore[arg-type]
 
@@ -291,16 +326,40 @@ class Sender:
         new: Target,
         settings: RunSettings,
         transport_factory: TransportFactory = default_transport,
+        replica: Target | None = None,
     ) -> None:
         self.settings = settings
-        self.targets = {"old": old, "new": new}
-        self.transports = {name: transport_factory(t, settings) for name, t in self.targets.items()}
-        self.pacers = {name: Pacer(settings.rate_limit) for name in self.targets}
+        # The replica (a second instance of old, or old itself) answers noise-learning requests.
+        self.targets = {"old": old, "new": new, "old_replica": replica or old}
+        self._factory = transport_factory
+        self.transports = {
+            name: transport_factory(self.targets[name], settings) for name in ("old", "new")
+        }
+        self.pacers = {name: Pacer(settings.rate_limit) for name in ("old", "new")}
+        # The rate limit is per target: old and its stand-in replica share one pacer.
+        self.pacers["old_replica"] = (
+            self.pacers["old"] if replica is None else Pacer(settings.rate_limit)
+        )
         self.slots = asyncio.Semaphore(max(1, settings.concurrency))
         self.requests_sent = 0
+        self.requests_reserved = 0  # taken from the --max-requests budget (see `reserve`)
+        self.budget_exhausted = False
+
+    def reserve(self, requests: int) -> bool:
+        """Take ``requests`` from the run's ``max_requests`` budget (0: no cap). False, and
+        nothing taken, when that would exceed it. The cap is hard: a retry takes from it too,
+        and a retry that finds it spent is not sent (the error stands)."""
+        cap = self.settings.max_requests
+        if cap and self.requests_reserved + requests > cap:
+            self.budget_exhausted = True
+            return False
+        self.requests_reserved += requests
+        return True
 
     async def send(self, which: str, case: Case) -> Exchange:
-        transport = self.transports[which]
+        transport = self.transports.get(which)
+        if transport is None:  # the replica's own connections, opened on first use
+            transport = self.transports[which] = self._factory(self.targets[which], self.settings)
         pacer = self.pacers[which]
         attempts = 0
         while True:
@@ -311,7 +370,11 @@ class Sender:
                 exchange = await transport.send(case)
             if isinstance(exchange, Response):
                 return exchange if attempts == 1 else replace(exchange, attempts=attempts)
-            if exchange.kind not in RETRYABLE or attempts > self.settings.retries:
+            if (
+                exchange.kind not in RETRYABLE
+                or attempts > self.settings.retries
+                or not self.reserve(1)
+            ):
                 return TransportError(
                     exchange.kind, exchange.message, exchange.latency_ms, attempts
                 )
@@ -320,6 +383,13 @@ class Sender:
         """Both targets concurrently: neither target sees the case before the other."""
         old, new = await asyncio.gather(self.send("old", case), self.send("new", case))
         return old, new
+
+    async def send_triple(self, case: Case) -> tuple[Exchange, Exchange, Exchange]:
+        """old, new and old again (or old_replica), concurrently: the third is for noise."""
+        old, new, replica = await asyncio.gather(
+            self.send("old", case), self.send("new", case), self.send("old_replica", case)
+        )
+        return old, new, replica
 
     async def aclose(self) -> None:
         for transport in self.transports.values():

@@ -17,10 +17,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from flamingo.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
+# The bundled suites with explicit compare rules (learned-noise.yaml is tested on its own).
+RULED = [SUITES / "static.yaml", SUITES / "api.yaml", SUITES / "errors.yaml"]
 
 # The planted differences of the demo (flamingo/demo/servers.py DEMO_DIFFERENCES), as case ids.
 PLANTED = {
@@ -103,10 +107,10 @@ def test_demo_targets_give_exactly_the_planted_differences(
 ) -> None:
     targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["new"])
     out = tmp_path / "out"
-    code = run_cli("run", "--targets", targets, "--suites", SUITES, "--out", out, "--no-progress")
+    code = run_cli("run", "--targets", targets, "--suites", *RULED, "--out", out, "--no-progress")
     assert code == 1
     rows = read_results(out)
-    assert set(rows) == set(expanded_ids(SUITES))
+    assert set(rows) == set(expanded_ids(*RULED))
     assert outcome_ids(rows, "diff") == PLANTED
     assert outcome_ids(rows, "fail") == set()
     assert outcome_ids(rows, "error") == set()
@@ -126,6 +130,7 @@ def test_demo_targets_give_exactly_the_planted_differences(
         "diff": len(PLANTED),
         "fail": 0,
         "error": 0,
+        "accepted": 0,
     }
     names = [c["name"] for c in gate["checks"]]
     assert names == ["min_match_rate", "max_error_rate", "min_cases"]
@@ -149,11 +154,11 @@ def test_demo_targets_give_exactly_the_planted_differences(
 def test_same_target_on_both_sides_passes(demo_targets: dict[str, str], tmp_path: Path) -> None:
     targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["old"])
     out = tmp_path / "out"
-    code = run_cli("run", "--targets", targets, "--suites", SUITES, "--out", out, "--no-progress")
+    code = run_cli("run", "--targets", targets, "--suites", *RULED, "--out", out, "--no-progress")
     gate = json.loads((out / "gate.json").read_text())
     assert code == 0, gate
     assert gate["verdict"] == "pass"
-    assert gate["totals"]["match"] == gate["totals"]["cases"] == len(expanded_ids(SUITES))
+    assert gate["totals"]["match"] == gate["totals"]["cases"] == len(expanded_ids(*RULED))
 
 
 def test_stage_overrides_default_keys(demo_targets: dict[str, str], tmp_path: Path) -> None:
@@ -167,7 +172,7 @@ def test_stage_overrides_default_keys(demo_targets: dict[str, str], tmp_path: Pa
     targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["new"], gates)
     out = tmp_path / "out"
     code = run_cli(
-        "run", "--targets", targets, "--suites", SUITES, "--out", out, "--stage", "lenient",
+        "run", "--targets", targets, "--suites", *RULED, "--out", out, "--stage", "lenient",
         "--no-progress",
     )  # fmt: skip
     gate = json.loads((out / "gate.json").read_text())
@@ -329,7 +334,9 @@ def test_demo_command_from_a_fresh_directory(tmp_path: Path) -> None:
     assert "verdict: FAIL" in proc.stdout
     gate = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert gate["verdict"] == "fail"
-    assert gate["totals"]["diff"] == len(PLANTED)
+    rows = read_results(tmp_path / "out")
+    assert outcome_ids(rows, "diff") >= PLANTED | NOISE_PLANTED
+    assert gate["totals"]["accepted"] > 0
     for name in ("results.jsonl", "junit.xml", "report.html"):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
@@ -369,3 +376,63 @@ def test_sigterm_mid_run_flushes_and_reports_error(
     rows = read_results(out)
     assert 0 < len(rows) < 3000
     assert gate["totals"]["cases"] == len(rows)
+
+
+NOISE_PLANTED = {
+    "learned-noise::user 42",  # (b) $.role
+    "learned-noise::page /static/page.html",  # (a) cache-control
+    "learned-noise::not found",  # (c) the 404 page
+}
+
+
+def test_noise_is_learned_with_no_ignore_rules_and_accepted_differences_count_as_match(
+    demo_targets: dict[str, str], tmp_path: Path, capsys: Any
+) -> None:
+    suite = SUITES / "learned-noise.yaml"
+    compare = yaml.safe_load(suite.read_text())["compare"]
+    assert compare == {"noise": "auto", "noise_threshold": 0.2}  # no ignore rules, no masks
+    accepted = tmp_path / "accepted.yaml"
+    accepted.write_text((REPO / "accepted.yaml").read_text() + STALE_ENTRY)
+    targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["new"])
+    targets.write_text(targets.read_text() + "accepted: accepted.yaml\n")
+    out = tmp_path / "out"
+    assert run_cli("run", "--targets", targets, "--suites", suite, "--out", out) == 1
+    rows = read_results(out)
+    diffs = {i: r["differences"] for i, r in rows.items() if r["outcome"] != "match"}
+    # The Date header changes once a second: a case whose three requests straddle a second
+    # boundary may show it (README, "Noise learning"); nothing else may differ.
+    assert set(diffs) >= NOISE_PLANTED
+    for case_id, differences in diffs.items():
+        if case_id not in NOISE_PLANTED:
+            assert [d["location"] for d in differences] == ["date"], differences
+    assert [d["location"] for d in diffs["learned-noise::user 42"]] == ["$.role"]
+    echo = rows["learned-noise::echo a"]
+    assert {d["location"] for d in echo["noise"]} >= {"$.now", "$.request_id", "x-request-id"}
+    assert {a["location"] for a in echo["accepted"]} == {"server", "via"}
+    assert echo["old_replica"]["status"] == 200
+
+    gate = json.loads((out / "gate.json").read_text())
+    learned = {(n["template"], n["location"]) for n in gate["noise"]}
+    assert ("learned-noise::echo {{ q }}", "$.request_id") in learned
+    assert ("learned-noise::create item", "location") in learned
+    assert gate["totals"]["accepted"] == gate["totals"]["match"] > 0
+    assert [s["source"].rsplit(":", 1)[1] for s in gate["accepted"]["stale"]] == ["14"]
+    signatures = {s["description"]: s for s in gate["signatures"]}
+    assert signatures["$.role: string changed"]["example_change"] == '"user" → "admin"'
+    assert rows["learned-noise::user 42"]["signatures"] == [
+        signatures["$.role: string changed"]["id"]
+    ]
+
+    capsys.readouterr()
+    assert run_cli("noise", "--suggest", out) == 0
+    suggested = capsys.readouterr().out
+    assert "x-request-id" in suggested and "$.request_id" in suggested
+    rules = yaml.safe_load(suggested)["compare"]
+    assert "$.now" in rules["ignore_json_paths"]
+
+
+STALE_ENTRY = """\
+  - template: "nothing::*"
+    location: status
+    reason: an entry that matches nothing is reported as stale
+"""

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flamingo import judge
-from flamingo.judge import OTHER, Tally, cluster_location, evaluate_gate, judge_case
+from flamingo.judge import OTHER, Tally, evaluate_gate, judge_case
 from flamingo.model import (
     GATE_KEYS,
     Case,
@@ -26,6 +26,7 @@ from flamingo.model import (
     Response,
     TransportError,
 )
+from flamingo.signature import generalize as cluster_location
 
 
 def resp(status: int = 200, body: bytes = b"ok", latency_ms: float = 1.0) -> Response:
@@ -128,7 +129,9 @@ def result(
 
 def test_empty_tally() -> None:
     tally = Tally()
-    assert tally.totals.as_dict() == {"cases": 0, "match": 0, "diff": 0, "fail": 0, "error": 0}
+    assert tally.totals.as_dict() == {
+        "cases": 0, "match": 0, "diff": 0, "fail": 0, "error": 0, "accepted": 0
+    }  # fmt: skip
     assert tally.latency("old") == {
         "p50": None, "p90": None, "p99": None, "max": None, "mean": None, "count": 0
     }  # fmt: skip
@@ -139,7 +142,9 @@ def test_tally_counts_outcomes() -> None:
     tally = Tally()
     for outcome in ["match", "match", "diff", "fail", "error", "error"]:
         tally.add(result(outcome))  # type: ignore[arg-type]
-    assert tally.totals.as_dict() == {"cases": 6, "match": 2, "diff": 1, "fail": 1, "error": 2}
+    assert tally.totals.as_dict() == {
+        "cases": 6, "match": 2, "diff": 1, "fail": 1, "error": 2, "accepted": 0
+    }  # fmt: skip
 
 
 def test_tally_latency_in_ms() -> None:
@@ -171,10 +176,12 @@ def test_tally_clusters_differences() -> None:
         tally.add(result("diff", (status,), id=f"s::a#{i}"))
     tally.add(result("diff", (status,), id="s::b", template="s::b"))
     tally.add(result("match", id="s::c", template="s::c"))
-    assert tally.top(10) == [
-        ("s::a", "status", "status", 5, ["s::a#0", "s::a#1", "s::a#2"]),
-        ("s::b", "status", "status", 1, ["s::b"]),
+    assert [(r.key, r.count, r.examples) for r in tally.top(10)] == [
+        (("s::a", "status", "status", "200 → 500"), 5, ("s::a#0", "s::a#1", "s::a#2")),
+        (("s::b", "status", "status", "200 → 500"), 1, ("s::b",)),
     ]
+    assert tally.top(10)[0].example_change == "200 → 500"
+    assert tally.top(10)[0].id.startswith("sig-")
     assert tally.top(1) == tally.top(10)[:1]
 
 
@@ -183,7 +190,10 @@ def test_tally_clusters_generalize_list_indices_and_count_a_case_once() -> None:
     differences = tuple(Difference("body", f"$.items[{i}].id", i, i + 1) for i in range(50))
     tally.add(result("diff", differences, id="s::x"))
     tally.add(result("fail", differences[:1], id="s::y"))
-    assert tally.top(5) == [("s::a", "body", "$.items[*].id", 2, ["s::x", "s::y"])]
+    assert [(r.key, r.count, r.examples) for r in tally.top(5)] == [
+        (("s::a", "body", "$.items[*].id", "number changed"), 2, ("s::x", "s::y"))
+    ]
+    assert tally.top(5)[0].example_change == "0 → 1"
 
 
 @pytest.mark.parametrize(
@@ -205,7 +215,8 @@ def test_tally_cluster_cap_spills_into_other(monkeypatch: pytest.MonkeyPatch) ->
     for i in range(6):
         tally.add(result("diff", (Difference("header", f"x-{i}", "a", "b"),), id=f"s::{i}"))
     assert len(tally.top_differences) == 4
-    assert tally.top(10)[0] == (*OTHER, 3, ["s::3", "s::4", "s::5"])
+    top = tally.top(10)[0]
+    assert (top.key, top.count, top.examples) == (OTHER, 3, ("s::3", "s::4", "s::5"))
 
 
 def test_matched_cases_keep_no_clusters() -> None:

@@ -81,6 +81,7 @@ class LiveProgress:
 def print_summary(
     console: Console, gate: dict[str, Any], out_dir: str, redactor: Redactor, top: int = 10
 ) -> None:
+    gate = redactor.gate(gate)  # every field shown below (templates, locations, examples ...)
     totals = gate["totals"]
     elapsed = gate.get("elapsed_s")
     rate = f" in {elapsed:.1f}s" if isinstance(elapsed, int | float) else ""
@@ -102,16 +103,37 @@ def print_summary(
             "[green]pass[/]" if ok else "[red]FAIL[/]",
         )
     console.print(checks)
-    rows = gate.get("top_differences", [])[:top]
+    rows = gate.get("signatures", [])[:top]
     if rows:
-        table = Table(title="top differences", title_justify="left")
-        for column in ("count", "template", "where", "examples"):
+        table = Table(title="top difference signatures", title_justify="left")
+        for column in ("cases", "share", "template", "difference", "example"):
             table.add_column(column, overflow="fold")
         for row in rows:
-            where = row["location"] if row["kind"] != "header" else f"header {row['location']}"
-            examples = redactor.text(", ".join(row["examples"]))
-            table.add_row(str(row["count"]), row["template"], where, examples)
+            example = f"{row['examples'][0]}: {row['example_change']}" if row["examples"] else ""
+            table.add_row(
+                str(row["count"]),
+                f"{row['share']:.1%}",
+                row["template"],
+                row["description"],
+                redactor.text(example),
+            )
         console.print(table)
+    noise = gate.get("noise", [])
+    if noise:
+        console.print(
+            f"noise learned (left out of the comparison): {len(noise)} location(s), e.g. "
+            + ", ".join(f"{n['template']} {n['location']}" for n in noise[:3]),
+            highlight=False,
+        )
+    accepted = gate.get("accepted")
+    if accepted:
+        for label, style in (("expired", "yellow"), ("stale", "yellow")):
+            for entry in accepted.get(label, []):
+                console.print(
+                    f"[{style}]accepted entry {label}[/]: {entry['source']} "
+                    f"({entry['template']} {entry['location']}: {entry['reason']})",
+                    highlight=False,
+                )
     verdict = gate["verdict"]
     reason = f" ({redactor.text(gate['reason'])})" if gate.get("reason") else ""
     console.print(f"verdict: [{_STYLE[verdict]}]{verdict.upper()}[/]{reason}")

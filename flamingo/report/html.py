@@ -63,14 +63,26 @@ def render(gate: dict[str, Any], cases: list[dict[str, Any]], dropped: int) -> s
             parts.append(f"<tr>{_cell(target)}" + "".join(_cell(stats.get(k)) for k in keys))
             parts.append("</tr>")
         parts.append("</table>")
-    top = gate.get("top_differences", [])
+    top = gate.get("signatures", [])
     if top:
-        parts.append("<h2>Top differences</h2><table><tr><th>count</th><th>template</th>")
-        parts.append("<th>kind</th><th>location</th><th>examples</th></tr>")
+        parts.append("<h2>Difference signatures</h2><table><tr><th>cases</th><th>share</th>")
+        parts.append("<th>template</th><th>difference</th><th>example</th><th>cases</th></tr>")
         for row in top:
+            share = f"{row['share']:.1%}"
             parts.append(
-                f"<tr>{_cell(row['count'])}{_cell(row['template'])}{_cell(row['kind'])}"
-                f"{_cell(row['location'])}{_cell(', '.join(row['examples']))}</tr>"
+                f"<tr>{_cell(row['count'])}{_cell(share)}"
+                f"{_cell(row['template'])}{_cell(row['description'])}"
+                f"{_cell(row['example_change'])}{_cell(', '.join(row['examples']))}</tr>"
+            )
+        parts.append("</table>")
+    noise = gate.get("noise", [])
+    if noise:
+        parts.append("<h2>Noise learned from old-vs-old</h2><table><tr><th>template</th>")
+        parts.append("<th>kind</th><th>location</th><th>differed</th><th>samples</th></tr>")
+        for row in noise:
+            parts.append(
+                f"<tr>{_cell(row['template'])}{_cell(row['kind'])}{_cell(row['location'])}"
+                f"{_cell(row['differing'])}{_cell(row['samples'])}</tr>"
             )
         parts.append("</table>")
     parts.append(f"<h2>Cases that did not match ({len(cases) + dropped})</h2>")

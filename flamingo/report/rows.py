@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flamingo.model import CaseResult, Difference, Exchange, ExpectFailure, Response
+from flamingo.signature import signature_id, signature_key
 
 
 def exchange_view(exchange: Exchange) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def failure_view(failure: ExpectFailure) -> dict[str, Any]:
 
 def result_view(result: CaseResult) -> dict[str, Any]:
     case = result.case
-    return {
+    view: dict[str, Any] = {
         "id": case.id,
         "suite": case.suite,
         "name": case.name,
@@ -65,6 +66,19 @@ def result_view(result: CaseResult) -> dict[str, Any]:
         "old": exchange_view(result.old),
         "new": exchange_view(result.new),
     }
+    if result.differences:
+        ids = (signature_id(signature_key(case.template, d)) for d in result.differences)
+        view["signatures"] = list(dict.fromkeys(ids))
+    if result.noise:
+        view["noise"] = [difference_view(d) for d in result.noise]
+    if result.accepted:
+        view["accepted"] = [
+            {**difference_view(a.difference), "entry": a.rule, "reason": a.reason}
+            for a in result.accepted
+        ]
+    if result.old_replica is not None:
+        view["old_replica"] = exchange_view(result.old_replica)
+    return view
 
 
 def describe_difference(diff: Difference | dict[str, Any]) -> str:
