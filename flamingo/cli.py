@@ -327,7 +327,8 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    # Off a terminal (CI logs) rich would wrap tables at 80 columns; logs have room.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
         return COMMANDS[args.command](args, console)
     except InputError as exc:
