@@ -90,10 +90,11 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tag",
         dest="tags",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="TAG",
-        help="select suites carrying TAG (repeatable: any of the tags)",
+        help="select cases of suites carrying any of the TAGs (--tag a b, or --tag a --tag b)",
     )
     p.add_argument(
         "--shard", metavar="K/N", help="run the K-th of N deterministic slices (1-based)"

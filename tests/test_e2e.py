@@ -304,6 +304,11 @@ def test_list_check_and_selection_send_nothing(tmp_path: Path, capsys: Any) -> N
     assert run_cli("list", "--suites", SUITES, "--tag", "errors") == 0
     picked = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
     assert picked and all(i.startswith("errors::") for i in picked)
+    assert run_cli("list", "--suites", SUITES, "--tag", "errors", "static") == 0
+    both = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert run_cli("list", "--suites", SUITES, "--tag", "errors", "--tag", "static") == 0
+    assert both == [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert {i.split("::")[0] for i in both} == {"errors", "static-assets"}
 
     assert run_cli("check", "--suites", SUITES, "--targets", REPO / "targets.yaml") == 0
     assert "valid" in capsys.readouterr().out

@@ -17,13 +17,14 @@ from xml.sax.saxutils import escape, quoteattr
 
 from flamingo.model import CaseResult, GateResult
 from flamingo.report import html
-from flamingo.report.redact import Redactor
+from flamingo.report.redact import Redactor, credentials_of
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _FLUSH_EVERY = 256  # rows; a crash loses at most this many rows' *buffer*, never the verdict
 HTML_CASE_LIMIT = 500  # non-matching cases kept for the HTML page
+MAX_LEARNED = 512  # distinct credential values remembered for the run-wide files
 
 
 def _xml(text: str) -> str:
@@ -52,9 +53,13 @@ class RunFiles:
         self.counts = {"tests": 0, "failures": 0, "errors": 0}
         self.html_cases: list[dict[str, Any]] = []
         self.html_cases_dropped = 0
+        self._learned: set[str] = set()
 
     def write(self, result: CaseResult) -> None:
-        row = self.redactor.row(result_view(result))
+        credentials = credentials_of(result)
+        if credentials:
+            self._learn(credentials)
+        row = self.redactor.row(result_view(result), credentials)
         self._results.write(self.redactor.text(dumps(row)))
         self._results.write("\n")
         self._write_junit_case(row)
@@ -66,6 +71,13 @@ class RunFiles:
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
+
+    def _learn(self, credentials: list[str]) -> None:
+        """Remember a case's credential values, so the run-wide files (gate.json, report.html)
+        redact them too - e.g. in a signature's example change. Bounded by `MAX_LEARNED`."""
+        room = MAX_LEARNED - len(self._learned)
+        if room > 0:
+            self._learned.update(credentials[:room])
 
     def flush(self) -> None:
         self._pending = 0
@@ -105,11 +117,19 @@ class RunFiles:
         self._junit_part.write(text)
 
     def finish(self, gate: GateResult, gate_doc: dict[str, Any], started_at: str) -> None:
-        """Close the streams and write the verdict files; safe to call after an interrupt."""
+        """Close the streams and write the verdict files; safe to call after an interrupt.
+
+        ``gate_doc`` is redacted *in place* (secrets and every credential value the run saw),
+        so whatever shows it afterwards (the console summary) shows the redacted document.
+        """
         self.flush()
         self._results.close()
         self._junit_part.close()
         self._write_junit(gate, started_at)
+        self.redactor = self.redactor.extended(self._learned)
+        redacted = self.redactor.gate(gate_doc)
+        gate_doc.clear()
+        gate_doc.update(redacted)
         self._write_atomic("gate.json", self.redactor.text(json.dumps(gate_doc, indent=2)) + "\n")
         page = html.render(gate_doc, self.html_cases, self.html_cases_dropped)
         self._write_atomic("report.html", self.redactor.text(page))
