@@ -229,11 +229,17 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    _config, suites = _load(args)
+    config, suites = _load(args)
     from flamingo.expand import expand
+    from flamingo.load import load_accepted
 
+    assert config is not None
     count = sum(1 for _ in expand(suites))
-    print(f"ok: {args.targets} and {len(suites)} suites ({count} cases) are valid")
+    also = ""
+    if config.accepted_path is not None:
+        rules = load_accepted(config.accepted_path)
+        also = f", {config.accepted_path} ({len(rules)} accepted differences)"
+    print(f"ok: {args.targets}{also} and {len(suites)} suites ({count} cases) are valid")
     return 0
 
 
