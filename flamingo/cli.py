@@ -20,6 +20,7 @@ from rich.console import Console
 from flamingo import __version__
 from flamingo.errors import FlamingoError, InputError
 from flamingo.model import Case, CompareRules, Config
+from flamingo.report.redact import Redactor
 from flamingo.runner import EXIT_HARNESS, EXIT_INPUT, RunOptions, execute
 from flamingo.suite import Suite
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-requests",
         type=_non_negative_int,
         metavar="N",
-        help="stop after about N requests (the verdict is then 'error')",
+        help="send at most N requests; a run cut short by it is 'error' (exit 3)",
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
 
@@ -218,7 +219,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     config, suites = _load(args, targets_required=False)
-    base = config.old.base_url if config is not None else ""
+    # A ${VAR} may sit in the base URL (a token in the path): never print it.
+    base = Redactor.for_config(config).text(config.old.base_url) if config is not None else ""
     count = 0
     out = sys.stdout
     for case in _selector(args, suites)():

@@ -134,14 +134,30 @@ class _Cluster:
 
 
 class _Latency:
-    """One target's latencies: an HdrHistogram for percentiles, exact sum/max beside it."""
+    """One target's latencies: an HdrHistogram for percentiles, exact sum/max beside it.
 
-    __slots__ = ("histogram", "max_us", "sum_us")
+    Samples are first counted per histogram bucket in a small dict (keyed by the bucket's lowest
+    value, which lands in the same bucket) and added to the histogram in bulk before any read:
+    the bucket counts, hence every percentile, are exactly those of one ``record_value`` per
+    sample, but the pure-Python ``record_value`` (~20x a dict increment) runs once per bucket
+    instead of twice per case. Only the histogram's own min/max would differ; they are not used
+    (``max_us`` is kept exactly, beside it).
+    """
+
+    __slots__ = ("_bits", "_unit", "histogram", "max_us", "pending", "sum_us")
+
+    #: Distinct pending buckets that force a flush into the histogram (bounds the dict).
+    PENDING_MAX = 8192
 
     def __init__(self) -> None:
         self.histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
         self.sum_us = 0
         self.max_us = 0
+        self.pending: dict[int, int] = {}  # bucket's lowest µs -> samples not yet recorded
+        # HdrHistogram's layout: a value's bucket is 2**shift wide, where
+        # shift = max(bit_length(value) - (sub_bucket_half_count_magnitude + 1), unit_magnitude)
+        self._bits = int(self.histogram.sub_bucket_half_count_magnitude) + 1
+        self._unit = int(self.histogram.unit_magnitude)
 
     def record(self, latency_ms: float) -> None:
         raw = latency_ms * 1000.0
@@ -149,15 +165,29 @@ class _Latency:
             return  # a broken clock reading is no sample; skipping it never helps a gate pass
         # Clamp into the histogram's range (comparisons first, so +-inf never reaches round()).
         us = HIGHEST_US if raw >= HIGHEST_US else LOWEST_US if raw <= LOWEST_US else round(raw)
-        self.histogram.record_value(us)
+        shift = max(us.bit_length() - self._bits, self._unit)
+        bucket = us >> shift << shift
+        pending = self.pending
+        pending[bucket] = pending.get(bucket, 0) + 1
+        if len(pending) >= self.PENDING_MAX:
+            self._flush()
         self.sum_us += us
-        self.max_us = max(self.max_us, us)
+        if us > self.max_us:
+            self.max_us = us
+
+    def _flush(self) -> None:
+        record = self.histogram.record_value
+        for us, samples in self.pending.items():
+            record(us, samples)
+        self.pending.clear()
 
     @property
     def count(self) -> int:
+        self._flush()
         return int(self.histogram.get_total_count())
 
     def percentile_us(self, percentile: float) -> int:
+        self._flush()
         return int(self.histogram.get_value_at_percentile(percentile))
 
 
@@ -313,4 +343,11 @@ def evaluate_gate(
     if not checks:
         return GateResult("fail", stage, totals, checks, "no gate thresholds configured")
     verdict: Verdict = "pass" if all(check.passed for check in checks) else "fail"
+    judged = totals.cases - totals.error
+    if verdict == "pass" and judged < 1:
+        # Fail closed even when no threshold looks at errors: a run in which no case could be
+        # judged (none selected, or every one a transport error) proves nothing.
+        implicit = Check("min_judged_cases", 1, judged, False)
+        reason = "no case could be judged (every case was a transport error, or none ran)"
+        return GateResult("fail", stage, totals, (*checks, implicit), reason)
     return GateResult(verdict, stage, totals, checks)

@@ -124,10 +124,18 @@ def normalize_headers(headers: Headers, rules: CompareRules) -> NormalizedHeader
     collected: HeaderMap = {}
     for name, value in headers:
         # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
-        collected.setdefault(name.lower(), []).append(value.strip())
+        key = name.lower()
+        if key in collected:
+            collected[key].append(value.strip())
+        else:
+            collected[key] = [value.strip()]
     for rule in HEADER_RULES:
         collected = rule(collected, rules)
-    return {name: tuple(sorted(values)) for name, values in collected.items()}
+    # Most names have one field line: nothing to sort (this runs twice per compared case).
+    return {
+        name: (values[0],) if len(values) == 1 else tuple(sorted(values))
+        for name, values in collected.items()
+    }
 
 
 @functools.lru_cache(maxsize=256)

@@ -22,7 +22,7 @@ import pytest
 
 from flamingo.errors import InputError
 from flamingo.model import CaseResult, Config
-from flamingo.report.redact import Redactor
+from flamingo.report.redact import Redactor, credentials_of
 from flamingo.report.rows import describe_difference, describe_failure
 from flamingo.send import Sender
 
@@ -129,7 +129,8 @@ class CaseItem(pytest.Item):
             lines += [f"  {describe_failure(f)}" for f in result.failures]
             lines += [f"  {describe_difference(d)}" for d in result.differences]
             config = _config(self.config)
-            redactor = Redactor(config.secrets if config else ())
+            redactor = Redactor.for_config(config) if config else Redactor()
+            redactor = redactor.extended(credentials_of(result))
             return redactor.text("\n".join(lines))
         return super().repr_failure(excinfo)
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
@@ -84,6 +85,12 @@ class _BodyReader:
         return bytes(self.buf), self.size, sha
 
 
+def _read_whole(body: bytes, limit: int) -> tuple[bytes, int, str]:
+    reader = _BodyReader(limit)
+    reader.feed(body)
+    return reader.response_fields()
+
+
 async def _iter_body(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     async for chunk in content.iter_chunked(_CHUNK):
         yield chunk
@@ -101,6 +108,28 @@ def _truncated(exc: aiohttp.ClientPayloadError) -> bool:
     if isinstance(cause, ContentLengthError | TransferEncodingError):
         return True
     return "not completed" in str(exc)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (httpx wraps httpcore wraps OSError)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The first non-empty message along the chain (httpx's own is often empty)."""
+    for link in _chain(exc):
+        if str(link):
+            return str(link)
+    return type(exc).__name__
+
+
+def _in_chain(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in _chain(exc))
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -170,6 +199,12 @@ class AiohttpTransport:
                 # Only the Host/port of the target matter; cookies must never leak between cases.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp silently re-sends an idempotent request once when the connection drops
+            # (no public switch; its own test_utils turns it off the same way). Retries are
+            # flamingo's policy - counted in `attempts`, bounded by `retries` and by the hard
+            # --max-requests cap - so the hidden one is off.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def send(self, case: Case) -> Exchange:
@@ -185,24 +220,30 @@ class AiohttpTransport:
                 allow_redirects=False,
                 timeout=self.timeout,
             ) as resp:
-                reader = _BodyReader(self.max_body)
                 length = resp.content_length
                 if (
                     length is not None
                     and length <= self.max_body
                     and "Content-Encoding" not in resp.headers
                 ):
-                    reader.feed(await resp.read())
+                    # The common case: a framed body known to fit, read whole (no copies, no
+                    # reader); the parser holds it to Content-Length, the check is belt and braces.
+                    body = await resp.read()
+                    latency = (time.perf_counter() - start) * 1000.0
+                    size, sha = len(body), ""
+                    if size > self.max_body:
+                        body, size, sha = _read_whole(body, self.max_body)
                 else:
+                    reader = _BodyReader(self.max_body)
                     async for chunk in _iter_body(resp.content):
                         reader.feed(chunk)
-                latency = (time.perf_counter() - start) * 1000.0
-                body, size, sha = reader.response_fields()
+                    latency = (time.perf_counter() - start) * 1000.0
+                    body, size, sha = reader.response_fields()
                 return Response(
                     status=resp.status,
                     reason=resp.reason or "",
                     headers=tuple(
-                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers
+                        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     ),
                     body=body,
                     latency_ms=latency,
@@ -231,6 +272,10 @@ class HttpxTransport:
         self._httpx = httpx
         self.target = target
         self.max_body = settings.max_body_bytes
+        # httpx's timeout bounds each connect/read/write, not the exchange: a body dripping
+        # one chunk per second would never time out. `send` bounds the whole, as aiohttp does.
+        self.total_timeout = settings.timeout
+        self._where = urlsplit(target.base_url).netloc
         self.client = httpx.AsyncClient(
             http2=True,
             verify=target.verify_tls,
@@ -247,13 +292,14 @@ class HttpxTransport:
             request = self.client.build_request(
                 case.method, self.target.base_url + case.path, headers=headers, content=case.body
             )
-            resp = await self.client.send(request, stream=True)
-            try:
-                reader = _BodyReader(self.max_body)
-                async for chunk in resp.aiter_bytes():
-                    reader.feed(chunk)
-            finally:
-                await resp.aclose()
+            async with asyncio.timeout(self.total_timeout):
+                resp = await self.client.send(request, stream=True)
+                try:
+                    reader = _BodyReader(self.max_body)
+                    async for chunk in resp.aiter_bytes():
+                        reader.feed(chunk)
+                finally:
+                    await resp.aclose()
             latency = (time.perf_counter() - start) * 1000.0
             body, size, sha = reader.response_fields()
             return Response(
@@ -267,16 +313,29 @@ class HttpxTransport:
                 body_size=size,
                 body_sha256=sha,
             )
-        except httpx.TimeoutException:
-            kind, message = "timeout", "timed out"
+        except (httpx.TimeoutException, TimeoutError):
+            kind = "timeout"
+            message = f"timed out: no complete response within {self.total_timeout:g}s"
         except httpx.ConnectError as exc:
-            text = str(exc)
+            text = _chain_text(exc)
             tls = "CERTIFICATE" in text.upper() or "SSL" in text.upper()
-            kind, message = ("tls", f"TLS error: {text}") if tls else ("connect", text)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            kind, message = "reset", f"connection error: {exc}"
+            if tls:
+                kind, message = "tls", f"TLS error: {text}"
+            elif _in_chain(exc, ConnectionRefusedError):
+                kind, message = "connect", f"cannot connect to {self._where}: connection refused"
+            else:
+                kind, message = "connect", f"cannot connect to {self._where}: {text}"
+        except httpx.RemoteProtocolError as exc:
+            text = _chain_text(exc)
+            if "disconnected" in text.lower() or "peer closed" in text.lower():
+                kind, message = "reset", f"connection error: {text}"
+            else:  # h11/h2 could not parse what the server sent: an answer, but not HTTP
+                kind, message = "protocol", f"invalid response: {text}"
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            kind, message = "reset", f"connection error: {_chain_text(exc)}"
         except (httpx.HTTPError, OSError, ValueError) as exc:
             kind, message = "protocol", f"{type(exc).__name__}: {exc}"
+        message = _one_line(message)
         latency = (time.perf_counter() - start) * 1000.0
         return TransportError(kind=kind, message=message, latency_ms=latency)  # type: ignore[arg-type]
 
@@ -365,7 +424,8 @@ class Sender:
         while True:
             attempts += 1
             async with self.slots:
-                await pacer.wait()
+                if pacer.interval:  # no coroutine at all when the rate is unlimited
+                    await pacer.wait()
                 self.requests_sent += 1
                 exchange = await transport.send(case)
             if isinstance(exchange, Response):
@@ -380,9 +440,20 @@ class Sender:
                 )
 
     async def send_pair(self, case: Case) -> tuple[Exchange, Exchange]:
-        """Both targets concurrently: neither target sees the case before the other."""
-        old, new = await asyncio.gather(self.send("old", case), self.send("new", case))
-        return old, new
+        """Both targets concurrently: neither target sees the case before the other.
+
+        old is sent from the calling task and new from one more task, which starts as soon as
+        old's request is on its way: the overlap (and order) of ``asyncio.gather`` at half its
+        cost - one task per pair instead of two plus a gathering future. Cancelling the caller
+        cancels both.
+        """
+        new_task = asyncio.ensure_future(self.send("new", case))
+        try:
+            old = await self.send("old", case)
+        except BaseException:
+            new_task.cancel()
+            raise
+        return old, await new_task
 
     async def send_triple(self, case: Case) -> tuple[Exchange, Exchange, Exchange]:
         """old, new and old again (or old_replica), concurrently: the third is for noise."""

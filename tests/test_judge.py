@@ -18,6 +18,7 @@ from flamingo.model import (
     GATE_KEYS,
     Case,
     CaseResult,
+    Check,
     Difference,
     Exchange,
     Expect,
@@ -390,3 +391,15 @@ def test_gate_is_nan_free_and_json_able(
     assert gate.verdict in ("pass", "fail")
     if gate.verdict == "pass":
         assert cases > error
+
+
+def test_a_run_with_no_judged_case_never_passes_even_without_error_thresholds() -> None:
+    tally = Tally()
+    for i in range(3):
+        tally.add(result("error", id=f"s::{i}", new=ERROR))
+    gate = evaluate_gate(GateThresholds(min_cases=1), None, tally)
+    assert gate.verdict == "fail"
+    assert gate.checks[-1] == Check("min_judged_cases", 1, 0, False)
+    assert evaluate_gate(GateThresholds(min_cases=0), None, Tally()).verdict == "fail"
+    tally.add(result("match", id="s::ok"))
+    assert evaluate_gate(GateThresholds(min_cases=1), None, tally).verdict == "pass"

@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from flamingo.model import CaseResult, GateResult
 from flamingo.report import html
-from flamingo.report.redact import Redactor, credentials_of
+from flamingo.report.redact import Redactor, credentials_of, quiet
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
@@ -31,12 +31,43 @@ def _xml(text: str) -> str:
     return escape(_XML_ILLEGAL.sub("\ufffd", text))
 
 
+#: Anything `_xml_attr` would change: XML-illegal characters and what quoteattr escapes.
+_XML_ATTR_SPECIAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff&<>\"\n\r\t]")
+
+
 def _xml_attr(text: str) -> str:
+    if _XML_ATTR_SPECIAL.search(text) is None:  # the common case: quoteattr would only quote
+        return f'"{text}"'
     return quoteattr(_XML_ILLEGAL.sub("\ufffd", text))
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+# `JSONEncoder.encode` builds a new C encoder on every call; a results.jsonl line is written per
+# case, so build it once (same arguments as `JSONEncoder.iterencode` passes; the pure-Python
+# encoder where the C one is missing).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_row = (
+    _c_make_encoder(
+        None,  # no circular check (a row is a tree; a shared marker dict could go stale)
+        _JSON.default,
+        json.encoder.encode_basestring,  # ensure_ascii=False
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)``, faster."""
+    if _encode_row is None:  # pragma: no cover - CPython always has the C encoder
+        return _JSON.encode(value)
+    return "".join(_encode_row(value, 0))
 
 
 class RunFiles:
@@ -56,11 +87,13 @@ class RunFiles:
         self._learned: set[str] = set()
 
     def write(self, result: CaseResult) -> None:
-        credentials = credentials_of(result)
-        if credentials:
-            self._learn(credentials)
-        row = self.redactor.row(result_view(result), credentials)
-        self._results.write(self.redactor.text(dumps(row)))
+        row = result_view(result)
+        if not quiet(row):  # a plain match carries nothing to redact but what the text pass sees
+            credentials = credentials_of(result)
+            if credentials:
+                self._learn(credentials)
+            row = self.redactor.row(row, credentials)
+        self._results.write(self.redactor.json_text(dumps(row)))
         self._results.write("\n")
         self._write_junit_case(row)
         if result.outcome != "match":
@@ -130,7 +163,8 @@ class RunFiles:
         redacted = self.redactor.gate(gate_doc)
         gate_doc.clear()
         gate_doc.update(redacted)
-        self._write_atomic("gate.json", self.redactor.text(json.dumps(gate_doc, indent=2)) + "\n")
+        gate_json = self.redactor.json_text(json.dumps(gate_doc, indent=2))
+        self._write_atomic("gate.json", gate_json + "\n")
         page = html.render(gate_doc, self.html_cases, self.html_cases_dropped)
         self._write_atomic("report.html", self.redactor.text(page))
 

@@ -60,7 +60,7 @@ def credential_values(name: str, value: str) -> list[str]:
             pair = pair.strip()
             values.append(pair)
             values.append(pair.partition("=")[2].strip())
-    return [v for v in values if v == value or len(v) >= MIN_PART]
+    return list(dict.fromkeys(v for v in values if v == value or len(v) >= MIN_PART))
 
 
 def _credentials(headers: Headers) -> list[str]:
@@ -99,7 +99,12 @@ def _encodings(secret: str) -> set[str]:
 
 #: Keys whose string values are excerpts or cut examples: a secret cut in half may end them.
 _CUT_KEYS = frozenset({"old", "new", "actual", "example_change"})
-_ELLIPSIS = "…"  # what `flamingo.signature.example_change` appends when it cuts a value
+#: The values of a credential-header record that are blanked whatever they are.
+_BLANK_KEYS = frozenset({"old", "new", "expected", "actual", "example_change"})
+#: Where a cut value can end or start inside a longer text: a JSON string's quotes, and the
+#: ellipsis `flamingo.signature.example_change` appends when it cuts a value short.
+_CUT_POINTS = re.compile('(["…])')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _credential_record(record: dict[str, Any]) -> bool:
@@ -155,18 +160,25 @@ class Redactor:
             return text
         return self._pattern.sub(REDACTED, text)
 
+    def json_text(self, text: str) -> str:
+        """`text` for a JSON document: only inside its string literals, so a secret that looks
+        like a number (``${PORT}``) can never turn ``"latency_ms": 12.5`` into invalid JSON."""
+        if self._pattern is None or self._pattern.search(text) is None:
+            return text
+        pattern = self._pattern
+        return _JSON_STRING.sub(lambda m: pattern.sub(REDACTED, m.group(0)), text)
+
     def fragment(self, text: str) -> str:
-        """`text`, plus a secret cut in half where the text was cut: at its start or end
-        (an excerpt) or before an ellipsis (an example value cut short)."""
+        """`text`, plus a secret cut in half where the text was cut: at either end of it or of
+        a quoted part of it (an excerpt, alone or JSON-quoted in an example) and before an
+        ellipsis (an example value cut short)."""
         text = self.text(text)
         if self._pattern is None:
             return text
-        pieces = text.split(_ELLIPSIS)
-        for index, piece in enumerate(pieces):
-            if index == 0:
-                piece = self._cut(piece, head=True)
-            pieces[index] = self._cut(piece, head=False)
-        return _ELLIPSIS.join(pieces)
+        pieces = _CUT_POINTS.split(text)
+        for index in range(0, len(pieces), 2):  # odd indices are the delimiters themselves
+            pieces[index] = self._cut(self._cut(pieces[index], head=True), head=False)
+        return "".join(pieces)
 
     def _cut(self, text: str, head: bool) -> str:
         """Redact a secret's proper prefix ending ``text`` (or proper suffix starting it)."""
@@ -189,27 +201,35 @@ class Redactor:
     # -- values ---------------------------------------------------------------------------
 
     def value(self, value: Any) -> Any:
-        """A JSON-able value with every secret redacted: strings (dict keys included), the
-        values of credential-header records blanked, cut excerpts checked at the cut; a copy."""
+        """JSON data (a body value, an expected value) with every string redacted, object keys
+        included; a copy."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return self._record(value)
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
 
     def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """One of flamingo's own records (a row, a difference, a failure, an exchange view, the
+        gate document, a signature): field names stay, values are redacted; a copy."""
         blank = _credential_record(record)
+        data = "kind" in record or "what" in record  # old/new/expected/actual: a target's data
         out: dict[str, Any] = {}
         for key, item in record.items():
-            key_out = self.text(key)
-            if blank and key in _CUT_KEYS | {"expected"}:
-                out[key_out] = None if item is None else REDACTED
-            elif key in _CUT_KEYS and isinstance(item, str):
-                out[key_out] = self.fragment(item)
+            if blank and key in _BLANK_KEYS:
+                out[key] = None if item is None else REDACTED
+            elif isinstance(item, str):
+                out[key] = self.fragment(item) if key in _CUT_KEYS else self.text(item)
+            elif data and key in _BLANK_KEYS:
+                out[key] = self.value(item)
+            elif isinstance(item, dict):
+                out[key] = self._record(item)
+            elif isinstance(item, list):
+                out[key] = [self._record(i) if isinstance(i, dict) else self.value(i) for i in item]
             else:
-                out[key_out] = self.value(item)
+                out[key] = item
         return out
 
     def row(self, row: dict[str, Any], extra: Iterable[str] = ()) -> dict[str, Any]:
@@ -223,3 +243,16 @@ class Redactor:
     def gate(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The gate document with every secret redacted (a copy)."""
         return self._record(doc)
+
+
+def quiet(row: dict[str, Any]) -> bool:
+    """True when a result row holds nothing a target sent beyond status, reason and sizes: no
+    difference, failure, noise or accepted record and no error message (a plain match). Such a
+    row needs no structural redaction - the text pass over its line is enough - which keeps the
+    common case cheap."""
+    for item in row.values():
+        if isinstance(item, list) and item:
+            return False
+        if isinstance(item, dict) and ("message" in item or "error" in item):
+            return False
+    return True
