@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from fnmatch import fnmatchcase
 from typing import Any
 
+from flamingo.judge import set_aside
 from flamingo.model import Acceptance, CaseResult, Difference
 from flamingo.signature import generalize
 
@@ -95,10 +96,7 @@ class AcceptedList:
                 accepted.append(Acceptance(diff, rule.index, rule.reason))
         if not accepted:
             return result
-        outcome = result.outcome
-        if outcome == "diff" and not kept:
-            outcome = "match"
-        return replace(result, differences=tuple(kept), accepted=tuple(accepted), outcome=outcome)
+        return set_aside(result, kept, accepted=tuple(accepted))
 
     def stale(self) -> tuple[AcceptedRule, ...]:
         return tuple(r for r in self.live if self.used[r.index] == 0)

@@ -42,7 +42,8 @@ never turn a failing check into a passing one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -55,6 +56,7 @@ from flamingo.model import (
     Case,
     CaseResult,
     Check,
+    Difference,
     Exchange,
     ExpectFailure,
     GateResult,
@@ -351,3 +353,12 @@ def evaluate_gate(
         reason = "no case could be judged (every case was a transport error, or none ran)"
         return GateResult("fail", stage, totals, (*checks, implicit), reason)
     return GateResult(verdict, stage, totals, checks)
+
+
+def set_aside(result: CaseResult, kept: Sequence[Difference], **moved: Any) -> CaseResult:
+    """A result with only ``kept`` differences left (the others moved to ``noise`` or
+    ``accepted``): a ``diff`` with nothing left becomes a ``match``; error and fail stay."""
+    outcome = result.outcome
+    if outcome == "diff" and not kept:
+        outcome = "match"
+    return replace(result, differences=tuple(kept), outcome=outcome, **moved)

@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from flamingo.compare import compare
+from flamingo.judge import set_aside
 from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
 from flamingo.normalize import header_value, normalize_body
 from flamingo.signature import generalize
@@ -198,10 +199,7 @@ def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
         (noisy if is_noise else kept).append(diff)
     if not noisy:
         return result
-    outcome = result.outcome
-    if outcome == "diff" and not kept:
-        outcome = "match"
-    return replace(result, differences=tuple(kept), noise=tuple(noisy), outcome=outcome)
+    return set_aside(result, kept, noise=tuple(noisy))
 
 
 def apply_noise(result: CaseResult, replica: Exchange, model: NoiseModel) -> CaseResult:

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from flamingo.compare import json_type
 from flamingo.model import Difference
 
 _INDEX = re.compile(r"\[\d+\]")
@@ -35,19 +36,7 @@ def generalize(location: str) -> str:
 
 
 def _type(value: Any) -> str:
-    if value is None:
-        return "absent"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__
+    return "absent" if value is None else json_type(value)
 
 
 def change_shape(diff: Difference) -> str:
