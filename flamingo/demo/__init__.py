@@ -6,32 +6,7 @@ that differ in a few planted ways (:data:`DEMO_DIFFERENCES`). Run them with
 or :func:`running_demo` (this event loop).
 """
 
-from flamingo.demo.servers import (
-    DEMO_DIFFERENCES,
-    NEW_PROXY,
-    OLD_PROXY,
-    DemoDifference,
-    DemoProcess,
-    DemoUrls,
-    ProxyPolicy,
-    make_origin_app,
-    make_proxy_app,
-    running_demo,
-    serve,
-    start_demo_process,
-)
+from flamingo.demo import servers
+from flamingo.demo.servers import *  # noqa: F403 -- the public names are servers.__all__
 
-__all__ = [
-    "DEMO_DIFFERENCES",
-    "NEW_PROXY",
-    "OLD_PROXY",
-    "DemoDifference",
-    "DemoProcess",
-    "DemoUrls",
-    "ProxyPolicy",
-    "make_origin_app",
-    "make_proxy_app",
-    "running_demo",
-    "serve",
-    "start_demo_process",
-]
+__all__ = servers.__all__
