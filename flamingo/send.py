@@ -38,6 +38,7 @@ from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 from flamingo.model import Case, Exchange, Headers, Response, RunSettings, Target, TransportError
 
 RETRYABLE = frozenset({"connect", "reset", "timeout"})
+RETRYABLE_UNSAFE = frozenset({"connect"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHUNK = 1 << 16
 
@@ -430,8 +431,11 @@ class Sender:
                 exchange = await transport.send(case)
             if isinstance(exchange, Response):
                 return exchange if attempts == 1 else replace(exchange, attempts=attempts)
+            # A POST that reset or timed out may have been applied: only a request that never
+            # reached the target (connect) is sent again when it is not idempotent.
+            retryable = RETRYABLE if case.method not in UNSAFE_METHODS else RETRYABLE_UNSAFE
             if (
-                exchange.kind not in RETRYABLE
+                exchange.kind not in retryable
                 or attempts > self.settings.retries
                 or not self.reserve(1)
             ):

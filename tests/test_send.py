@@ -216,3 +216,18 @@ def test_pacer_spaces_starts() -> None:
 @pytest.mark.parametrize("rate", [0.0, -1.0])
 def test_pacer_unlimited(rate: float) -> None:
     asyncio.run(Pacer(rate).wait())
+
+
+def test_non_idempotent_requests_are_not_resent_after_a_timeout() -> None:
+    async def scenario(base: str, calls: dict[str, int]) -> Any:
+        sender = _sender(base, timeout=0.2, retries=2)
+        try:
+            return await sender.send("old", _case("/slow", method="POST")), dict(calls)
+        finally:
+            await sender.aclose()
+
+    exchange, calls = _run(scenario)
+    assert isinstance(exchange, TransportError)
+    assert exchange.kind == "timeout"
+    assert exchange.attempts == 1
+    assert calls["slow"] == 1
