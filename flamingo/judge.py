@@ -167,7 +167,9 @@ class _Latency:
             return  # a broken clock reading is no sample; skipping it never helps a gate pass
         # Clamp into the histogram's range (comparisons first, so +-inf never reaches round()).
         us = HIGHEST_US if raw >= HIGHEST_US else LOWEST_US if raw <= LOWEST_US else round(raw)
-        shift = max(us.bit_length() - self._bits, self._unit)
+        shift = us.bit_length() - self._bits
+        if shift < self._unit:
+            shift = self._unit
         bucket = us >> shift << shift
         pending = self.pending
         pending[bucket] = pending.get(bucket, 0) + 1

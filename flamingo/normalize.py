@@ -116,22 +116,64 @@ HEADER_RULES: tuple[HeaderRule, ...] = (
 )
 
 
+#: The chain as defined here; `normalize_headers` runs it fused while `HEADER_RULES` is this.
+_BUILTIN_HEADER_RULES = HEADER_RULES
+
+
 def normalize_headers(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
     """Lower-case names, run `HEADER_RULES`, and sort each name's values.
 
     Idempotent as long as no mask's replacement matches its own pattern.
     """
+    if HEADER_RULES is _BUILTIN_HEADER_RULES:
+        return _normalize_builtin(headers, rules)
     collected: HeaderMap = {}
     for name, value in headers:
         # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
+        collected.setdefault(name.lower(), []).append(value.strip())
+    for rule in HEADER_RULES:
+        collected = rule(collected, rules)
+    return {name: tuple(sorted(values)) for name, values in collected.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _dropped_names(ignore_headers: frozenset[str]) -> frozenset[str]:
+    return TRANSPORT_HEADERS | _lower_names(ignore_headers)
+
+
+def _normalize_builtin(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
+    """The built-in `HEADER_RULES` fused into one pass, with the same result (the tests hold
+    the two together): this runs twice per case whose raw headers differ, i.e. on almost every
+    case (Date, request ids), so it is worth half the cost of the chain.
+
+    Transport and ignored names are skipped while collecting, except that Connection's values
+    are kept aside; the names they list are dropped next (dropping a name before or after
+    another rule's drops changes nothing); then masks, then each name's values are sorted.
+    """
+    dropped = _dropped_names(rules.ignore_headers)
+    collected: HeaderMap = {}
+    connection: list[str] = []
+    for name, value in headers:
         key = name.lower()
+        if key in dropped:
+            if key == "connection":
+                connection.append(value)
+            continue
+        # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
         if key in collected:
             collected[key].append(value.strip())
         else:
             collected[key] = [value.strip()]
-    for rule in HEADER_RULES:
-        collected = rule(collected, rules)
-    # Most names have one field line: nothing to sort (this runs twice per compared case).
+    for value in connection:
+        for token in value.split(","):
+            collected.pop(token.strip().lower(), None)
+    masks = rules.mask
+    if masks:
+        return {
+            name: tuple(sorted(mask_text_value(value, masks) for value in values))
+            for name, values in collected.items()
+        }
+    # Most names have one field line: nothing to sort.
     return {
         name: (values[0],) if len(values) == 1 else tuple(sorted(values))
         for name, values in collected.items()

@@ -368,9 +368,7 @@ def execute(
                 config.old, config.new, settings, transport_factory, replica=config.old_replica
             )
             with quiet_gc():
-                reason = loop.run_until_complete(
-                    _run_cases(cases(), sender, sink, settings, judge)
-                )
+                reason = loop.run_until_complete(_run_cases(cases(), sender, sink, settings, judge))
         except Exception as exc:  # the harness itself failed: record it, fail closed
             reason = f"harness error: {type(exc).__name__}: {exc}"
             (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))

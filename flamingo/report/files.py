@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
-from flamingo.model import CaseResult, GateResult
+from flamingo.model import CaseResult, Exchange, GateResult, Response
 from flamingo.report import html
 from flamingo.report.redact import Redactor, credentials_of, quiet
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
@@ -32,7 +32,7 @@ def _xml(text: str) -> str:
 
 
 #: Anything `_xml_attr` would change: XML-illegal characters and what quoteattr escapes.
-_XML_ATTR_SPECIAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff&<>\"\n\r\t]")
+_XML_ATTR_SPECIAL = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff&<>"\n\r\t]')
 
 
 def _xml_attr(text: str) -> str:
@@ -70,6 +70,72 @@ def dumps(value: Any) -> str:
     return "".join(_encode_row(value, 0))
 
 
+_json_str = json.encoder.encode_basestring  # what dumps uses for str (ensure_ascii=False)
+
+
+def _json_float(value: float) -> str | None:
+    """A float as json.dumps writes it; None for what it would spell NaN/Infinity."""
+    return float.__repr__(value) if value - value == 0.0 else None
+
+
+def _exchange_json(response: Exchange | None) -> tuple[str, float] | None:
+    """`rows.exchange_view` of a plain response as JSON text, and its rounded latency."""
+    if (
+        not isinstance(response, Response)
+        or response.attempts != 1
+        or response.body_sha256
+        or type(response.status) is not int
+        or type(response.latency_ms) is not float
+    ):
+        return None
+    latency = round(response.latency_ms, 3)
+    latency_text = _json_float(latency)
+    if latency_text is None:
+        return None
+    size = response.body_size if response.body_size >= 0 else len(response.body)
+    text = (
+        f'{{"status":{response.status},"reason":{_json_str(response.reason)},'
+        f'"latency_ms":{latency_text},"body_bytes":{size}}}'
+    )
+    return text, latency
+
+
+def _plain_match_texts(result: CaseResult) -> tuple[str, str] | None:
+    """(results.jsonl line, junit test case) of a plain match, or None for any other result.
+
+    A plain match: outcome match, nothing differed, failed, was noise or accepted, no replica,
+    both sides a `Response` answered at the first attempt and kept whole. Mirrors
+    ``dumps(result_view(result))`` and `RunFiles._write_junit_case`: a change to either must
+    change this too (the equivalence tests fail until it does).
+    """
+    if (
+        result.outcome != "match"
+        or result.differences
+        or result.failures
+        or result.noise
+        or result.accepted
+        or result.old_replica is not None
+    ):
+        return None
+    old = _exchange_json(result.old)
+    new = _exchange_json(result.new)
+    if old is None or new is None:
+        return None
+    case = result.case
+    line = (
+        f'{{"id":{_json_str(case.id)},"suite":{_json_str(case.suite)},'
+        f'"name":{_json_str(case.name)},"outcome":"match","method":{_json_str(case.method)},'
+        f'"path":{_json_str(case.path)},"differences":[],"failures":[],'
+        f'"old":{old[0]},"new":{new[0]}}}'
+    )
+    seconds = max(old[1] or 0.0, new[1] or 0.0) / 1000.0
+    junit = (
+        f"    <testcase classname={_xml_attr(case.suite)} name={_xml_attr(case.name)}"
+        f' time="{seconds:.6f}" />\n'
+    )
+    return line, junit
+
+
 class RunFiles:
     """Streams results.jsonl and junit.xml; writes gate.json and report.html at the end."""
 
@@ -87,6 +153,8 @@ class RunFiles:
         self._learned: set[str] = set()
 
     def write(self, result: CaseResult) -> None:
+        if self._write_plain_match(result):
+            return
         row = result_view(result)
         if not quiet(row):  # a plain match carries nothing to redact but what the text pass sees
             credentials = credentials_of(result)
@@ -104,6 +172,23 @@ class RunFiles:
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
+
+    def _write_plain_match(self, result: CaseResult) -> bool:
+        """The hot path: most cases of a healthy run are plain matches. Writes their
+        results.jsonl line and junit test case straight from the records - byte for byte what
+        the general path writes from ``result_view`` (tests/test_fast_paths.py holds the two
+        together), at a fraction of the cost. False, and nothing written, for anything else."""
+        texts = _plain_match_texts(result)
+        if texts is None:
+            return False
+        line, junit = texts
+        self._results.write(self.redactor.json_text(line) + "\n")
+        self.counts["tests"] += 1
+        self._junit_part.write(junit)
+        self._pending += 1
+        if self._pending >= _FLUSH_EVERY:
+            self.flush()
+        return True
 
     def _learn(self, credentials: list[str]) -> None:
         """Remember a case's credential values, so the run-wide files (gate.json, report.html)
