@@ -195,6 +195,13 @@ def _selector(args: argparse.Namespace, suites: list[Suite]) -> Callable[[], Ite
     return cases
 
 
+def _known_total(args: argparse.Namespace, suites: list[Suite]) -> int | None:
+    """The selected case count without expanding, when nothing is filtered out."""
+    if args.keyword or args.tags or args.shard:
+        return None
+    return sum(suite.case_count for suite in suites)
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     config, suites = _load(args)
     assert config is not None
@@ -206,7 +213,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         out_dir=Path(args.out) if args.out else None,
         progress=not args.no_progress,
     )
-    return execute(config, _selector(args, suites), options, console)
+    return execute(
+        config, _selector(args, suites), options, console, total=_known_total(args, suites)
+    )
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -280,7 +289,9 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             out_dir=Path(args.out) if args.out else None,
             progress=not args.no_progress,
         )
-        code = execute(config, _selector(args, suites), options, console)
+        code = execute(
+            config, _selector(args, suites), options, console, total=_known_total(args, suites)
+        )
     if code == EXIT_HARNESS or args.strict:
         return code
     console.print(

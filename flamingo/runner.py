@@ -320,18 +320,19 @@ def execute(
     options: RunOptions,
     console: Console,
     transport_factory: TransportFactory = default_transport,
+    total: int | None = None,
 ) -> int:
     """Run the selected cases and write every output. Returns the exit code.
 
-    ``cases`` is called twice: once to count (for progress) and check policies, once to run;
-    expansion is deterministic and lazy, so neither pass holds the cases in memory.
+    ``total`` is the number of cases ``cases()`` yields, when the caller knows it (no selection:
+    the load-time count); otherwise ``cases`` is called once more to count them. Expansion is
+    deterministic and lazy, so no pass holds the cases in memory.
     """
     gate_thresholds = resolve_gate(config, options.stage)
     settings = effective_settings(config, options)
-    total = 0
     check_side_effects(config, cases())
-    for _ in cases():
-        total += 1
+    if total is None:
+        total = sum(1 for _ in cases())
     accepted = None
     if config.accepted_path is not None:
         rules = load_accepted(config.accepted_path)
