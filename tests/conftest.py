@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from faultserver import ServerFactory, running
 
 from flamingo.demo import start_demo_process
 
@@ -345,3 +346,15 @@ def nginx_factory(
 def nginx_proxy(nginx_factory: NginxFactory) -> str:
     """Base URL of a plain nginx reverse proxy in front of the demo origin."""
     return nginx_factory()
+
+
+# --------------------------------------------------------------------------------------------
+# Fault servers (tests/faultserver.py): raw sockets on 127.0.0.1, stopped after each test
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def servers() -> Iterator[ServerFactory]:
+    """Start fault/echo servers with ``servers(name=...)``; all are stopped after the test."""
+    with running() as start:
+        yield start

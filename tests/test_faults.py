@@ -38,12 +38,6 @@ from flamingo.cli import main
 TIMEOUT_S = 1.0  # run.timeout of the fault runs: a stall costs (retries + 1) of these
 
 
-@pytest.fixture
-def servers() -> Iterator[ServerFactory]:
-    with running() as start:
-        yield start
-
-
 def one_case_suite(tmp_path: Path, path: str) -> Path:
     suite = tmp_path / "fault.yaml"
     suite.write_text(f'suite: fault\nrequests:\n  - name: fault\n    path: "{path}"\n')

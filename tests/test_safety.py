@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,10 @@ from faultserver import (
     flamingo_command,
     read_gate,
     read_rows,
-    running,
     write_targets,
 )
 
 BAD_INPUT = Path(__file__).parent / "bad_input"
-
-
-@pytest.fixture
-def servers() -> Iterator[ServerFactory]:
-    with running() as start:
-        yield start
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from faultserver import (
     flamingo_command,
     read_gate,
     read_rows,
-    running,
     write_targets,
 )
 from rich.console import Console
@@ -47,12 +45,6 @@ FALLBACK = "harmless-fallback-text"  # ${UNSET:-default}: written in the file, n
 PLANTED = [NEW_TOKEN, API_KEY, NEW_PREFIX, OLD_LITERAL, REQUEST_COOKIE, SET_COOKIE]
 ENV = {"NEW_TOKEN": NEW_TOKEN, "API_KEY": API_KEY, "NEW_PREFIX": NEW_PREFIX}
 WINDOW = 8  # no piece of a planted value this long may appear anywhere
-
-
-@pytest.fixture
-def servers() -> Iterator[ServerFactory]:
-    with running() as start:
-        yield start
 
 
 @pytest.fixture
