@@ -14,7 +14,7 @@ What it does, in one process tree on 127.0.0.1 only:
        results.jsonl and junit.xml all on;
    rounds run a-b, b-a, a-b, ... so a drift of the machine's speed hits both sides alike;
 4. prints pairs/s for each (median over rounds), the median of the per-round ratios, CPU time per
-   pair, and flamingo's peak RSS (the child's own VmHWM, polled from /proc while it runs).
+   pair, and flamingo's peak RSS (its own VmHWM, which it reports in gate.json).
 
 ``--instructions`` instead counts CPU instructions per pair of each side under valgrind (runs at
 N and N/5 cases; the difference cancels start-up): deterministic on a noisy machine.
@@ -355,18 +355,6 @@ class FlamingoRound:
     verdict: str
 
 
-def vm_hwm_kb(pid: int) -> int:
-    """A live process's own peak RSS (KiB) from /proc; 0 when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def run_flamingo(folder: Path, cases: int, timeout: float, extra: list[str]) -> FlamingoRound:
     out = folder / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -388,9 +376,7 @@ def run_flamingo(folder: Path, cases: int, timeout: float, extra: list[str]) -> 
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = start + timeout
     status, rusage = 0, None
-    peak_kb = 0
     while True:
-        peak_kb = max(peak_kb, vm_hwm_kb(child.pid))
         pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
@@ -414,9 +400,9 @@ def run_flamingo(folder: Path, cases: int, timeout: float, extra: list[str]) -> 
         run_rate=cases / gate["elapsed_s"],
         wall_rate=cases / wall,
         cpu_us=(rusage.ru_utime + rusage.ru_stime) / cases * 1e6,
-        # VmHWM, not ru_maxrss: after a (v)fork + exec, Linux carries the *parent's* peak into
-        # the child's ru_maxrss, so it would report this script's memory when that is larger.
-        max_rss_mb=(peak_kb or rusage.ru_maxrss) / 1024,
+        # flamingo's own VmHWM (gate.json), not the child's ru_maxrss: after a (v)fork + exec,
+        # Linux carries the *parent's* peak into it, i.e. this script's memory when larger.
+        max_rss_mb=gate["peak_rss_mb"],
         verdict=gate["verdict"],
     )
 

@@ -240,6 +240,7 @@ def gate_document(
         "retries": settings.retries,
     }
     doc["latency"] = {"old": tally.latency("old"), "new": tally.latency("new")}
+    doc["peak_rss_mb"] = peak_rss_mb()
     cases = gate.totals.cases
     doc["signatures"] = [
         {
@@ -304,6 +305,22 @@ def quiet_gc() -> Iterator[None]:
         gc.set_threshold(*thresholds)
         if freeze:
             gc.unfreeze()
+
+
+def peak_rss_mb() -> float | None:
+    """This process's own peak resident memory (VmHWM), in MiB; None where /proc has none.
+
+    Not ``getrusage().ru_maxrss``: across a (v)fork + exec Linux carries the parent's peak into
+    it, so a flamingo started by a large process would report that process's memory.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
