@@ -11,13 +11,16 @@ What it does, in one process tree on 127.0.0.1 only:
    (a) the reference: plain aiohttp, same concurrency, same pooling (one session per target,
        ``limit=concurrency``), both targets of a case concurrently, bodies read, nothing compared;
    (b) ``flamingo run`` as a subprocess of the real CLI, with normalization, comparison,
-       results.jsonl and junit.xml all on;
+       results.jsonl and junit.xml all on, and its default ``workers: auto`` (on 2+ CPUs, one
+       forked send worker per CPU; ``-- --workers 1`` measures a single process);
    rounds run a-b, b-a, a-b, ... so a drift of the machine's speed hits both sides alike;
 4. prints pairs/s for each (median over rounds), the median of the per-round ratios, CPU time per
-   pair, and flamingo's peak RSS (its own VmHWM, which it reports in gate.json).
+   pair (flamingo's includes its send workers), and flamingo's peak RSS (VmHWM, as gate.json
+   reports it: with send workers, the parent's and every worker's summed).
 
 ``--instructions`` instead counts CPU instructions per pair of each side under valgrind (runs at
-N and N/5 cases; the difference cancels start-up): deterministic on a noisy machine.
+N and N/5 cases; the difference cancels start-up): deterministic on a noisy machine. flamingo
+runs there as one process (``--workers 1``): the cost of a pair, wherever it is spent.
 
 flamingo's pairs/s is given twice: ``run`` uses the run's own ``elapsed_s`` from gate.json (the
 send/judge/write loop, the part that scales with cases), ``wall`` the whole process (interpreter
@@ -28,6 +31,7 @@ Bounded: every request goes to 127.0.0.1, every loop has a fixed count, every su
     python bench/throughput.py                      # 10k cases, concurrency 100, 3 rounds
     python bench/throughput.py --cases 100000 --rounds 1
     python bench/throughput.py --instructions --cases 2500
+    python bench/throughput.py -- --workers 1         # flamingo in one process
 """
 
 from __future__ import annotations
@@ -450,7 +454,9 @@ def count_instructions(cases: int, concurrency: int, servers: int) -> int:
             reference = [python, __file__, "--cases", str(n), "--concurrency", str(concurrency)]
             reference += ["--reference-child", urls["old"], urls["new"]]
             counts["reference"].append(_instructions(reference))
-            flamingo = [python, "-m", "flamingo", "run", "--no-progress"]
+            # One process: valgrind counts the process it started, and the cost per pair is what
+            # matters here (send workers spread it over cores, they do not reduce it).
+            flamingo = [python, "-m", "flamingo", "run", "--no-progress", "--workers", "1"]
             flamingo += ["--targets", str(folder / "targets.yaml")]
             flamingo += ["--suites", str(folder / "suites"), "--out", str(folder / "out")]
             counts["flamingo"].append(_instructions(flamingo))

@@ -57,6 +57,16 @@ _non_negative_int = _number_arg(int, 0)
 _non_negative_float = _number_arg(float, 0)
 
 
+def _workers(text: str) -> int:
+    if text.strip() == "auto":
+        return 0  # flamingo.workers.plan decides
+    try:
+        return int(_positive_int(text))
+    except argparse.ArgumentTypeError:
+        message = f"expected 'auto' or an integer >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _add_files(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--targets",
@@ -119,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         metavar="N",
         help="send at most N requests; a run cut short by it is 'error' (exit 3)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N|auto",
+        help="send from N processes, judge in one (override run.workers; default auto)",
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
 
@@ -210,6 +226,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         concurrency=args.concurrency,
         rate=args.rate,
         max_requests=args.max_requests,
+        workers=args.workers,
         out_dir=Path(args.out) if args.out else None,
         progress=not args.no_progress,
     )

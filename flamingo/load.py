@@ -305,6 +305,16 @@ def _int_at_least(minimum: int) -> Rule:
     return rule
 
 
+def _workers(value: Any, at: _At) -> int:
+    """``auto`` (stored as 0: `flamingo.workers.plan` decides) or a process count >= 1."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return 0
+    checked = _from_env(value, int)
+    if isinstance(checked, bool) or not isinstance(checked, int) or checked < 1:
+        raise at.error(f"expected 'auto' or an integer >= 1, got {_describe(value)}")
+    return checked
+
+
 def _number(low: float, high: float = math.inf, *, above: bool = False) -> Rule:
     """A finite number in ``[low, high]`` (``(low, high]`` when ``above``)."""
     if high < math.inf:
@@ -553,6 +563,7 @@ _RUN_RULES: dict[str, Rule] = {
     "max_body_bytes": _size,
     "max_cases": _int_at_least(1),
     "max_requests": _int_at_least(0),
+    "workers": _workers,
 }
 
 _RATE, _RATIO = _optional(_number(0, 1)), _optional(_number(0, above=True))

@@ -38,6 +38,7 @@ class RunSettings:
     max_body_bytes: int = 10 * 1024 * 1024  # larger bodies are compared by hash
     max_cases: int = 1_000_000  # expansion guard, checked at load time
     max_requests: int = 0  # cap on requests sent by one run, 0 = no cap
+    workers: int = 0  # processes that send (flamingo.workers); 1 = in the judging one; 0 = auto
 
 
 @dataclass(frozen=True)

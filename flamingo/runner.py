@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from flamingo.accepted import AcceptedList
-from flamingo.errors import InputError
+from flamingo.errors import FlamingoError, InputError
 from flamingo.judge import Tally, evaluate_gate, judge_case
 from flamingo.load import load_accepted
 from flamingo.model import (
@@ -39,11 +38,13 @@ from flamingo.model import (
     RunSettings,
 )
 from flamingo.noise import NoiseLearner, NoiseModel
+from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
 from flamingo.report.console import LiveProgress, print_summary
 from flamingo.report.files import RunFiles
 from flamingo.report.redact import Redactor
 from flamingo.send import UNSAFE_METHODS, Sender, TransportFactory, default_transport
 from flamingo.signature import describe as describe_signature
+from flamingo.workers import SendPool, plan
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_HARNESS = 0, 1, 2, 3
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_HARNESS}
@@ -56,6 +57,7 @@ class RunOptions:
     concurrency: int | None = None
     rate: float | None = None
     max_requests: int | None = None
+    workers: int | None = None
     out_dir: Path | None = None
     progress: bool = True
 
@@ -91,6 +93,10 @@ def effective_settings(config: Config, options: RunOptions) -> RunSettings:
         if options.max_requests < 0:
             raise InputError("--max-requests: expected an integer >= 0")
         settings = replace(settings, max_requests=options.max_requests)
+    if options.workers is not None:
+        if options.workers < 0:
+            raise InputError("--workers: expected 'auto' or an integer >= 1")
+        settings = replace(settings, workers=options.workers)
     return settings
 
 
@@ -141,7 +147,7 @@ class CaseJudge:
 
 async def _run_cases(
     cases: Iterator[Case],
-    sender: Sender,
+    sender: Sender | SendPool,
     sink: Callable[[CaseResult], None],
     settings: RunSettings,
     judge: CaseJudge,
@@ -149,11 +155,13 @@ async def _run_cases(
     """Send and judge every case; returns '' when complete, else why it stopped early."""
     stop_reason = ""
     loop = asyncio.get_running_loop()
-    # Each case sends two requests; enough workers to keep `concurrency` requests in flight.
-    workers = max(1, (settings.concurrency + 1) // 2)
     budget = settings.max_requests
 
-    async def worker() -> None:
+    def judged(case: Case, old: Exchange, new: Exchange, replica: Exchange | None) -> None:
+        for result in judge(case, old, new, replica):
+            sink(result)
+
+    async def worker(sender: Sender) -> None:
         nonlocal stop_reason
         for case in cases:  # a shared iterator: each case is taken by exactly one worker
             if stop_reason:
@@ -164,14 +172,19 @@ async def _run_cases(
                 return
             if learn:
                 old, new, replica = await sender.send_triple(case)
-                ready = judge(case, old, new, replica)
+                judged(case, old, new, replica)
             else:
                 old, new = await sender.send_pair(case)
-                ready = judge(case, old, new, None)
-            for result in ready:
-                sink(result)
+                judged(case, old, new, None)
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+    if isinstance(sender, SendPool):
+        tasks = [asyncio.ensure_future(sender.run(cases, judged))]
+    else:
+        # Each case sends two requests; enough tasks to keep `concurrency` requests in flight.
+        tasks = [
+            asyncio.ensure_future(worker(sender))
+            for _ in range(max(1, (settings.concurrency + 1) // 2))
+        ]
     main = asyncio.gather(*tasks)
 
     def on_signal(name: str) -> None:
@@ -186,8 +199,8 @@ async def _run_cases(
             installed.append(sig)
     try:
         await main
-        if sender.budget_exhausted and not stop_reason:  # a retry was refused by the cap
-            stop_reason = f"--max-requests {budget} reached"
+        if isinstance(sender, Sender) and sender.budget_exhausted and not stop_reason:
+            stop_reason = f"--max-requests {budget} reached"  # a retry was refused by the cap
     except asyncio.CancelledError:
         if not stop_reason:
             raise
@@ -197,7 +210,8 @@ async def _run_cases(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await sender.aclose()
+        if isinstance(sender, Sender):
+            await sender.aclose()
         for result in judge.flush():  # held for noise learning: judged with what was learned
             sink(result)
     return stop_reason
@@ -238,6 +252,7 @@ def gate_document(
         "rate_limit": settings.rate_limit,
         "timeout_s": settings.timeout,
         "retries": settings.retries,
+        "workers": settings.workers,
     }
     doc["latency"] = {"old": tally.latency("old"), "new": tally.latency("new")}
     doc["peak_rss_mb"] = peak_rss_mb()
@@ -275,62 +290,6 @@ def gate_document(
     return doc
 
 
-#: Net new container objects that trigger a young-generation collection during a run (CPython's
-#: default is 700). See `quiet_gc`.
-GC_YOUNG_THRESHOLD = 20_000
-
-
-@contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of the hot loop; restored afterwards.
-
-    Nearly everything a case allocates dies by reference counting when the case is done, but
-    with 100 requests in flight the young generation keeps crossing CPython's default threshold
-    of 700 live allocations: ~1,000 collections per 10k cases, which promote in-flight request
-    objects and so trigger full collections that walk every object the process holds (~40k
-    after imports). Measured: ~10% of a run's CPU. So, for the run only: everything allocated
-    before it (modules, config, suites) is frozen out of the collector's walks, and a young
-    collection needs `GC_YOUNG_THRESHOLD` net new objects - which a run only reaches when it
-    really accumulates (the noise learner's held results), so cycles are still collected.
-    """
-    thresholds = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0  # leave a caller's own freeze alone
-    if freeze:
-        gc.freeze()
-    if thresholds[0]:  # 0: the collector is switched off; keep it so
-        gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
-
-
-def peak_rss_mb() -> float | None:
-    """This process's own peak resident memory (VmHWM), in MiB; None where /proc has none.
-
-    Not ``getrusage().ru_maxrss``: across a (v)fork + exec Linux carries the parent's peak into
-    it, so a flamingo started by a large process would report that process's memory.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is optional (not on every platform)
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def execute(
     config: Config,
     cases: Callable[[], Iterator[Case]],
@@ -362,6 +321,8 @@ def execute(
         files = RunFiles(out_dir, redactor)
     except OSError as exc:
         raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
+    workers, fewer = plan(settings.workers, settings, total)
+    settings = replace(settings, workers=workers)
     tally = Tally()
     started_at, started = timestamp(), time.monotonic()
     reason = ""
@@ -369,30 +330,51 @@ def execute(
         redactor.text(
             f"flamingo: {total} cases · old {config.old.base_url} · new {config.new.base_url} · "
             f"concurrency {settings.concurrency}"
+            + (f" · {workers} send workers" if workers > 1 else "")
+            + (f" (fewer: {fewer})" if fewer else "")
         ),
         highlight=False,
     )
-    with LiveProgress(console, total, enabled=options.progress) as progress:
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:  # forked before the event loop and the progress display's thread
+            try:
+                pool = stack.enter_context(
+                    SendPool(
+                        workers,
+                        config.old,
+                        config.new,
+                        settings,
+                        transport_factory,
+                        replica=config.old_replica,
+                    )
+                )
+            except OSError as exc:
+                raise FlamingoError(f"cannot start {workers} send workers: {exc}") from exc
+        with LiveProgress(console, total, enabled=options.progress) as progress:
 
-        def sink(result: CaseResult) -> None:
-            tally.add(result)
-            files.write(result)
-            if progress.due():  # rate-limited: a display needs ~10 updates/s, not one per case
-                progress.update(tally.totals)
+            def sink(result: CaseResult) -> None:
+                tally.add(result)
+                files.write(result)
+                if progress.due():  # rate-limited: a display needs ~10 updates/s, not per case
+                    progress.update(tally.totals)
 
-        loop = _new_event_loop()
-        try:
-            sender = Sender(
-                config.old, config.new, settings, transport_factory, replica=config.old_replica
-            )
-            with quiet_gc():
-                reason = loop.run_until_complete(_run_cases(cases(), sender, sink, settings, judge))
-        except Exception as exc:  # the harness itself failed: record it, fail closed
-            reason = f"harness error: {type(exc).__name__}: {exc}"
-            (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))
-        finally:
-            loop.close()
-        progress.update(tally.totals)
+            loop = new_event_loop()
+            try:
+                sender = pool or Sender(
+                    config.old, config.new, settings, transport_factory, replica=config.old_replica
+                )
+                with quiet_gc():
+                    reason = loop.run_until_complete(
+                        _run_cases(cases(), sender, sink, settings, judge)
+                    )
+            except Exception as exc:  # the harness itself failed: record it, fail closed
+                reason = f"harness error: {type(exc).__name__}: {exc}"
+                (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))
+            finally:
+                loop.close()
+            progress.update(tally.totals)
+    worker_peaks = pool.peak_rss_mb if pool is not None else []
 
     if not reason and tally.totals.cases != total:
         reason = f"only {tally.totals.cases} of {total} selected cases were judged"
@@ -401,6 +383,10 @@ def execute(
     doc = gate_document(
         gate, tally, config, started_at, finished_at, time.monotonic() - started, settings, judge
     )
+    if worker_peaks:  # every process of the run: the parent, then each send worker
+        doc["peak_rss_mb_by_process"] = [doc["peak_rss_mb"], *worker_peaks]
+        known = [mb for mb in doc["peak_rss_mb_by_process"] if mb is not None]
+        doc["peak_rss_mb"] = round(sum(known), 1) if known else None
     files.finish(gate, doc, started_at)
     print_summary(console, doc, str(out_dir), redactor)
     if reason:

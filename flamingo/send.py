@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,10 +43,39 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHUNK = 1 << 16
 
 
+class Request(Protocol):
+    """What the send stage reads of a case: a `Case`, or a `WireRequest` in a send worker."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def headers(self) -> Headers: ...
+
+    @property
+    def body(self) -> bytes | None: ...
+
+
+class WireRequest(NamedTuple):
+    """The part of a `Case` a send worker process needs (cheap to pickle: a plain tuple)."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: bytes | None
+
+    @classmethod
+    def of(cls, case: Case) -> WireRequest:
+        return cls(case.method, case.path, case.headers, case.body)
+
+
 class Transport(Protocol):
     """Sends one request to one target. Must not raise for a target's failure."""
 
-    async def send(self, case: Case) -> Exchange: ...
+    async def send(self, case: Request) -> Exchange: ...
 
     async def aclose(self) -> None: ...
 
@@ -208,7 +237,7 @@ class AiohttpTransport:
                 self._session._retry_connection = False
         return self._session
 
-    async def send(self, case: Case) -> Exchange:
+    async def send(self, case: Request) -> Exchange:
         session = self._session_now()
         headers = merge_headers(case.headers, self.target.headers)
         start = time.perf_counter()
@@ -285,7 +314,7 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=settings.concurrency),
         )
 
-    async def send(self, case: Case) -> Exchange:
+    async def send(self, case: Request) -> Exchange:
         httpx = self._httpx
         headers = merge_headers(case.headers, self.target.headers)
         start = time.perf_counter()
@@ -416,7 +445,7 @@ class Sender:
         self.requests_reserved += requests
         return True
 
-    async def send(self, which: str, case: Case) -> Exchange:
+    async def send(self, which: str, case: Request) -> Exchange:
         transport = self.transports.get(which)
         if transport is None:  # the replica's own connections, opened on first use
             transport = self.transports[which] = self._factory(self.targets[which], self.settings)
@@ -443,7 +472,7 @@ class Sender:
                     exchange.kind, exchange.message, exchange.latency_ms, attempts
                 )
 
-    async def send_pair(self, case: Case) -> tuple[Exchange, Exchange]:
+    async def send_pair(self, case: Request) -> tuple[Exchange, Exchange]:
         """Both targets concurrently: neither target sees the case before the other.
 
         old is sent from the calling task and new from one more task, which starts as soon as
@@ -459,7 +488,7 @@ class Sender:
             raise
         return old, await new_task
 
-    async def send_triple(self, case: Case) -> tuple[Exchange, Exchange, Exchange]:
+    async def send_triple(self, case: Request) -> tuple[Exchange, Exchange, Exchange]:
         """old, new and old again (or old_replica), concurrently: the third is for noise."""
         old, new, replica = await asyncio.gather(
             self.send("old", case), self.send("new", case), self.send("old_replica", case)

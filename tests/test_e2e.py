@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from flamingo.cli import main
@@ -102,13 +103,27 @@ def expanded_ids(*suite_args: str | Path) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+# One process, and two forked send workers (flamingo/workers.py) judged by the parent: the same
+# cases must give the same outcomes, whichever process sent them.
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "two-workers"])
+
+
+@WORKERS
 def test_demo_targets_give_exactly_the_planted_differences(
-    demo_targets: dict[str, str], tmp_path: Path
+    demo_targets: dict[str, str], tmp_path: Path, workers: str
 ) -> None:
     targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["new"])
     out = tmp_path / "out"
-    code = run_cli("run", "--targets", targets, "--suites", *RULED, "--out", out, "--no-progress")
+    code = run_cli(
+        "run", "--targets", targets, "--suites", *RULED, "--out", out, "--no-progress",
+        "--workers", workers,
+    )  # fmt: skip
     assert code == 1
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["settings"]["workers"] == int(workers)
+    if workers == "2":  # the parent and each worker, summed
+        assert len(gate["peak_rss_mb_by_process"]) == 3
+        assert gate["peak_rss_mb"] == round(sum(gate["peak_rss_mb_by_process"]), 1)
     rows = read_results(out)
     assert set(rows) == set(expanded_ids(*RULED))
     assert outcome_ids(rows, "diff") == PLANTED
@@ -346,8 +361,30 @@ def test_demo_command_from_a_fresh_directory(tmp_path: Path) -> None:
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@WORKERS
 def test_sigterm_mid_run_flushes_and_reports_error(
-    demo_targets: dict[str, str], tmp_path: Path
+    demo_targets: dict[str, str], tmp_path: Path, workers: str
 ) -> None:
     suite = tmp_path / "many.yaml"
     suite.write_text(
@@ -362,7 +399,7 @@ def test_sigterm_mid_run_flushes_and_reports_error(
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "flamingo", "run", "--targets", str(targets), "--suites",
-         str(suite), "--out", str(out), "--no-progress"],
+         str(suite), "--out", str(out), "--no-progress", "--workers", workers],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -372,9 +409,16 @@ def test_sigterm_mid_run_flushes_and_reports_error(
     while time.monotonic() < deadline and not (results.exists() and results.stat().st_size):
         time.sleep(0.1)
     time.sleep(0.5)
+    senders = _children(proc.pid)
+    assert len(senders) == (2 if workers == "2" else 0)
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in senders):
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in senders), "a send worker outlived the run"
     gate = json.loads((out / "gate.json").read_text())
     assert gate["verdict"] == "error"
     assert "SIGTERM" in gate["reason"]
@@ -390,8 +434,9 @@ NOISE_PLANTED = {
 }
 
 
+@WORKERS
 def test_noise_is_learned_with_no_ignore_rules_and_accepted_differences_count_as_match(
-    demo_targets: dict[str, str], tmp_path: Path, capsys: Any
+    demo_targets: dict[str, str], tmp_path: Path, capsys: Any, workers: str
 ) -> None:
     suite = SUITES / "learned-noise.yaml"
     compare = yaml.safe_load(suite.read_text())["compare"]
@@ -401,7 +446,9 @@ def test_noise_is_learned_with_no_ignore_rules_and_accepted_differences_count_as
     targets = write_targets(tmp_path / "t.yaml", demo_targets["old"], demo_targets["new"])
     targets.write_text(targets.read_text() + "accepted: accepted.yaml\n")
     out = tmp_path / "out"
-    assert run_cli("run", "--targets", targets, "--suites", suite, "--out", out) == 1
+    args = ("--targets", targets, "--suites", suite, "--out", out, "--workers", workers)
+    code = run_cli("run", *args)
+    assert code == 1
     rows = read_results(out)
     diffs = {i: r["differences"] for i, r in rows.items() if r["outcome"] != "match"}
     # The Date header changes once a second: a case whose three requests straddle a second

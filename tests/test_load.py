@@ -148,6 +148,14 @@ def test_run_extensions() -> None:
     assert (run.max_cases, run.max_requests, run.rate_limit) == (50, 0, 2.5)
 
 
+@pytest.mark.parametrize(("written", "workers"), [("auto", 0), ("3", 3), ("1", 1)])
+def test_run_workers(written: str, workers: int) -> None:
+    """``auto`` is stored as 0 (flamingo.workers.plan decides); the default is auto."""
+    text = MINIMAL_TARGETS + f"run: {{workers: {written}}}\n"
+    assert parse_config(text, "t.yaml", env={}).run.workers == workers
+    assert parse_config(MINIMAL_TARGETS, "t.yaml", env={}).run.workers == 0
+
+
 def test_gates_partial_default_and_null_switches_a_check_off() -> None:
     text = (
         MINIMAL_TARGETS
