@@ -115,8 +115,36 @@ def check_side_effects(config: Config, cases: Iterable[Case]) -> None:
             )
 
 
-class _Interrupted(Exception):
-    pass
+class DeferredSignals:
+    """SIGINT/SIGTERM outside the send loop: noted, not raised, so a run that is told to stop
+    while it counts cases or writes its report still leaves a complete gate.json (``error``).
+
+    The send loop installs its own handlers (which stop the run at once); `install` puts these
+    back after it. Off the main thread (where Python cannot set handlers) this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received = ""
+        self._saved: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.received = self.received or signal.Signals(signum).name
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread
+                previous = signal.signal(sig, self._note)
+                self._saved.setdefault(sig, previous)
+
+    def __enter__(self) -> DeferredSignals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, previous in self._saved.items():
+            signal.signal(sig, previous)
 
 
 class CaseJudge:
@@ -151,6 +179,7 @@ async def _run_cases(
     sink: Callable[[CaseResult], None],
     settings: RunSettings,
     judge: CaseJudge,
+    signals: DeferredSignals | None = None,
 ) -> str:
     """Send and judge every case; returns '' when complete, else why it stopped early."""
     stop_reason = ""
@@ -197,6 +226,8 @@ async def _run_cases(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, on_signal, sig.name)
             installed.append(sig)
+    if signals is not None and signals.received:  # arrived after the count, before these
+        on_signal(signals.received)
     try:
         await main
         if isinstance(sender, Sender) and sender.budget_exhausted and not stop_reason:
@@ -304,6 +335,19 @@ def execute(
     the load-time count); otherwise ``cases`` is called once more to count them. Expansion is
     deterministic and lazy, so no pass holds the cases in memory.
     """
+    with DeferredSignals() as signals:
+        return _execute(config, cases, options, console, transport_factory, total, signals)
+
+
+def _execute(
+    config: Config,
+    cases: Callable[[], Iterator[Case]],
+    options: RunOptions,
+    console: Console,
+    transport_factory: TransportFactory,
+    total: int | None,
+    signals: DeferredSignals,
+) -> int:
     gate_thresholds = resolve_gate(config, options.stage)
     settings = effective_settings(config, options)
     check_side_effects(config, cases())
@@ -325,7 +369,8 @@ def execute(
     settings = replace(settings, workers=workers)
     tally = Tally()
     started_at, started = timestamp(), time.monotonic()
-    reason = ""
+    # Told to stop while validating or counting: nothing is sent, the report says so.
+    reason = f"interrupted by {signals.received}" if signals.received else ""
     console.print(
         redactor.text(
             f"flamingo: {total} cases · old {config.old.base_url} · new {config.new.base_url} · "
@@ -337,7 +382,7 @@ def execute(
     )
     with contextlib.ExitStack() as stack:
         pool = None
-        if workers > 1:  # forked before the event loop and the progress display's thread
+        if workers > 1 and not reason:  # forked before the event loop and the progress thread
             try:
                 pool = stack.enter_context(
                     SendPool(
@@ -361,18 +406,24 @@ def execute(
 
             loop = new_event_loop()
             try:
-                sender = pool or Sender(
-                    config.old, config.new, settings, transport_factory, replica=config.old_replica
-                )
-                with quiet_gc():
-                    reason = loop.run_until_complete(
-                        _run_cases(cases(), sender, sink, settings, judge)
+                if not reason:
+                    sender = pool or Sender(
+                        config.old,
+                        config.new,
+                        settings,
+                        transport_factory,
+                        replica=config.old_replica,
                     )
+                    with quiet_gc():
+                        reason = loop.run_until_complete(
+                            _run_cases(cases(), sender, sink, settings, judge, signals)
+                        )
             except Exception as exc:  # the harness itself failed: record it, fail closed
                 reason = f"harness error: {type(exc).__name__}: {exc}"
                 (out_dir / "crash.log").write_text(redactor.text(traceback.format_exc()))
             finally:
                 loop.close()
+                signals.install()  # the loop's own handlers are gone: defer again while writing
             progress.update(tally.totals)
     worker_peaks = pool.peak_rss_mb if pool is not None else []
 

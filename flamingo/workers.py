@@ -145,6 +145,7 @@ def _worker_main(
     factory: TransportFactory,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's deferral (runner.py)
     for other in inherited:  # the parent's ends of earlier workers: they must see EOF, not us
         other.close()
     loop = new_event_loop()

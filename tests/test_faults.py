@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -408,3 +409,80 @@ def test_sigint_mid_run_flushes_results_and_reports_error(
     assert f'tests="{len(rows)}"' in junit
     assert "verdict: ERROR" in stdout
     assert (out / "report.html").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A signal outside the send loop: while cases are counted, while the report is written
+# --------------------------------------------------------------------------------------------
+
+
+def _in_process_run(tmp_path: Path, url: str, cases: int, wrap: Any = None) -> tuple[int, Path]:
+    from rich.console import Console
+
+    from flamingo.expand import expand
+    from flamingo.load import load_config, load_suites
+    from flamingo.runner import RunOptions, execute
+
+    suite = tmp_path / "many.yaml"
+    suite.write_text(
+        "suite: many\nrequests:\n  - name: 'ok {{ i }}'\n    path: '/ok?i={{ i }}'\n"
+        f"    matrix: {{ i: [{', '.join(map(str, range(cases)))}] }}\n"
+    )
+    config = load_config(write_targets(tmp_path / "t.yaml", url, url))
+    suites = load_suites([suite])
+
+    def all_cases() -> Iterator[Any]:
+        return expand(suites)
+
+    out = tmp_path / "out"
+    with open(tmp_path / "console.txt", "w") as sink:
+        code = execute(
+            config,
+            wrap(all_cases) if wrap else all_cases,
+            RunOptions(out_dir=out, progress=False),
+            Console(file=sink),
+        )
+    return code, out
+
+
+def test_a_signal_while_cases_are_counted_sends_nothing_and_reports_error(
+    servers: ServerFactory, tmp_path: Path
+) -> None:
+    server = servers(name="idle")
+
+    def signalled(cases: Any) -> Any:
+        def first_pass_signals() -> Iterator[Any]:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a rollout controller would, early
+            return cases()
+
+        return first_pass_signals
+
+    code, out = _in_process_run(tmp_path, server.url, 50, wrap=signalled)
+    assert code == 3
+    gate = read_gate(out)
+    assert gate["verdict"] == "error"
+    assert gate["reason"] == "interrupted by SIGTERM"
+    assert gate["totals"]["cases"] == 0
+    assert server.connections == 0  # told to stop before sending: nothing was sent
+
+
+def test_a_signal_while_the_report_is_written_still_leaves_a_whole_report(
+    servers: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flamingo.report.files import RunFiles
+
+    server = servers(name="fine")
+    finish = RunFiles.finish
+
+    def finish_after_a_signal(self: RunFiles, *args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C just as the run ends
+        finish(self, *args)
+
+    monkeypatch.setattr(RunFiles, "finish", finish_after_a_signal)
+    code, out = _in_process_run(tmp_path, server.url, 20)
+    assert code == 0  # the run was complete and judged before the signal: its verdict stands
+    gate = read_gate(out)
+    assert gate["verdict"] == "pass"
+    assert gate["totals"]["cases"] == 20
+    assert (out / "junit.xml").read_text().count("<testcase") == 20
+    assert (out / "report.html").stat().st_size > 0
