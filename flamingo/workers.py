@@ -151,19 +151,14 @@ def _worker_main(
     loop = new_event_loop()
     try:
         with quiet_gc():
-            loop.run_until_complete(_serve(sock, old, new, replica, settings, factory))
+            loop.run_until_complete(
+                _serve(sock, lambda: Sender(old, new, settings, factory, replica=replica))
+            )
     finally:
         loop.close()
 
 
-async def _serve(
-    sock: socket.socket,
-    old: Target,
-    new: Target,
-    replica: Target | None,
-    settings: RunSettings,
-    factory: TransportFactory,
-) -> None:
+async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(sock=sock)
     queue: asyncio.Queue[tuple[int, bool, WireRequest] | None] = asyncio.Queue()
@@ -203,7 +198,8 @@ async def _serve(
             raise
 
     try:
-        sender = Sender(old, new, settings, factory, replica=replica)
+        sender = make_sender()
+        settings = sender.settings
         # Each case sends two requests: enough tasks to keep `concurrency` requests in flight.
         tasks = [
             asyncio.ensure_future(send_cases(sender))

@@ -223,14 +223,26 @@ def _many_suite(path: Path, route: str, cases: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("route", "retries", "cap"),
-    [("/ok", 1, 7), ("/ok", 1, 1), ("/reset", 3, 5), ("/close", 3, 9)],
+    ("route", "retries", "cap", "workers"),
+    [
+        ("/ok", 1, 7, 1),
+        ("/ok", 1, 1, 1),
+        ("/reset", 3, 5, 1),
+        ("/close", 3, 9, 1),
+        ("/ok", 1, 7, 2),
+    ],
 )
 def test_max_requests_is_a_hard_cap(
-    pair: tuple[FaultServer, FaultServer], tmp_path: Path, route: str, retries: int, cap: int
+    pair: tuple[FaultServer, FaultServer],
+    tmp_path: Path,
+    route: str,
+    retries: int,
+    cap: int,
+    workers: int,
 ) -> None:
     """20 cases, 20 requests in flight at once: the servers see at most ``cap`` requests,
-    even when every request fails and would be retried."""
+    even when every request fails and would be retried. Asked for send workers, a capped run
+    stays in one process (one hard counter) and says so."""
     old, new = pair
     targets = write_targets(
         tmp_path / "targets.yaml", old.url, new.url, run=f"concurrency: 20\nretries: {retries}"
@@ -238,11 +250,15 @@ def test_max_requests_is_a_hard_cap(
     suite = _many_suite(tmp_path / "many.yaml", route, 20)
     out = tmp_path / "out"
     proc = run_flamingo(
-        "run", "--targets", targets, "--suites", suite, "--out", out, "--max-requests", cap
-    )
+        "run", "--targets", targets, "--suites", suite, "--out", out, "--max-requests", cap,
+        "--workers", workers,
+    )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert old.count + new.count <= cap
     gate = read_gate(out)
+    assert gate["settings"]["workers"] == 1
+    if workers > 1:
+        assert "fewer: --max-requests keeps a run in one process" in proc.stdout
     assert gate["verdict"] == "error"
     assert gate["reason"] == f"--max-requests {cap} reached"
     assert f"flamingo: --max-requests {cap} reached" in proc.stderr
@@ -271,27 +287,34 @@ def test_max_requests_not_reached_completes(
 RATE = 20.0
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_rate_limit_is_honoured_per_target(
-    pair: tuple[FaultServer, FaultServer], tmp_path: Path
+    pair: tuple[FaultServer, FaultServer], tmp_path: Path, workers: int
 ) -> None:
     """40 cases at 20/s per target: ~2 s. A bound on the harness (it never sends faster than
-    asked), measured at each server; not a timing assertion about how fast it can go."""
+    asked), measured at each server; not a timing assertion about how fast it can go. With send
+    workers each paces its share (rate / workers) with its own phase."""
     old, new = pair
     targets = write_targets(
         tmp_path / "targets.yaml", old.url, new.url, run=f"concurrency: 50\nrate_limit: {RATE:g}"
     )
     suite = _many_suite(tmp_path / "many.yaml", "/ok", 40)
-    proc = run_flamingo("run", "--targets", targets, "--suites", suite, "--out", tmp_path / "out")
+    proc = run_flamingo(
+        "run", "--targets", targets, "--suites", suite, "--out", tmp_path / "out",
+        "--workers", workers,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert read_gate(tmp_path / "out")["settings"]["workers"] == workers
     for server in (old, new):
         times = sorted(r.at for r in server.requests)
         assert len(times) == 40
         observed = (len(times) - 1) / (times[-1] - times[0])
         assert observed <= RATE * 1.1 + 0.5, f"{server.name}: {observed:.1f} requests/s"
-        # No burst either: any one-second window holds at most rate (+1 for its two ends)
-        # plus a little slack for arrival jitter.
+        # No burst either: any one-second window holds at most rate (+1 for its two ends) plus
+        # a little slack for arrival jitter, per pacer (independent phases).
         busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-        assert busiest <= RATE * 1.1 + 2, f"{server.name}: {busiest} requests in one second"
+        allowed = RATE * 1.1 + 2 * workers
+        assert busiest <= allowed, f"{server.name}: {busiest} requests in one second"
 
 
 def test_rate_option_overrides_and_is_honoured(

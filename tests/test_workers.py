@@ -1,10 +1,10 @@
 """Send workers (flamingo/workers.py): forked processes send, the parent judges every case.
 
 What must hold whichever process sent a case: each case is sent once to each target and judged
-once; faults are the same errors; the rate limit and the request cap still bound what reaches a
-target; and a worker that dies or crashes fails the run closed (``error``, exit 3, never
-``pass``). The planted-difference, noise and SIGTERM end-to-end tests run with two workers too
-(tests/test_e2e.py, ``WORKERS``).
+once; faults are the same errors; and a worker that dies or crashes fails the run closed
+(``error``, exit 3, never ``pass``). The planted-difference, noise and SIGTERM end-to-end tests
+(tests/test_e2e.py, ``WORKERS``), the rate-limit test and the request-cap test (which keeps a
+run in one process; tests/test_safety.py) run with two workers too.
 """
 
 from __future__ import annotations
@@ -156,48 +156,6 @@ def test_faults_through_workers_are_the_same_errors(
     gate = read_gate(out)
     assert gate["settings"]["workers"] == 2
     assert gate["totals"]["error"] == 6
-
-
-def test_rate_limit_holds_across_workers(
-    pair: tuple[FaultServer, FaultServer], tmp_path: Path
-) -> None:
-    """Each worker paces its share (rate / workers): the target sees the run's rate."""
-    old, new = pair
-    rate = 20.0
-    targets = write_targets(tmp_path / "t.yaml", old.url, new.url, run="concurrency: 50")
-    suite = many_suite(tmp_path / "many.yaml", "/ok", 40)
-    proc = run_flamingo(
-        "run", "--targets", targets, "--suites", suite, "--out", tmp_path / "out",
-        "--workers", 2, "--rate", rate,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    for server in (old, new):
-        times = sorted(r.at for r in server.requests)
-        assert len(times) == 40
-        observed = (len(times) - 1) / (times[-1] - times[0])
-        assert observed <= rate * 1.1 + 0.5, f"{server.name}: {observed:.1f} requests/s"
-        # Two pacers with independent phases: a window may hold one extra start per worker.
-        busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-        assert busiest <= rate * 1.1 + 2 + 2, f"{server.name}: {busiest} requests in one second"
-
-
-def test_max_requests_keeps_the_run_in_one_process(
-    pair: tuple[FaultServer, FaultServer], tmp_path: Path
-) -> None:
-    old, new = pair
-    targets = write_targets(tmp_path / "t.yaml", old.url, new.url)
-    suite = many_suite(tmp_path / "many.yaml", "/ok", 30)
-    out = tmp_path / "out"
-    proc = run_flamingo(
-        "run", "--targets", targets, "--suites", suite, "--out", out,
-        "--workers", 2, "--max-requests", 10,
-    )  # fmt: skip
-    assert proc.returncode == 3, proc.stderr
-    assert "fewer: --max-requests keeps a run in one process" in proc.stdout
-    assert old.count + new.count <= 10
-    gate = read_gate(out)
-    assert gate["settings"]["workers"] == 1
-    assert gate["reason"] == "--max-requests 10 reached"
 
 
 # --------------------------------------------------------------------------------------------
