@@ -227,8 +227,9 @@ NGINX_SUITE = textwrap.dedent(
 )
 
 
+@WORKERS
 def test_two_real_nginx_proxies_with_a_planted_header(
-    nginx_factory: Any, demo_targets: dict[str, str], tmp_path: Path
+    nginx_factory: Any, demo_targets: dict[str, str], tmp_path: Path, workers: str
 ) -> None:
     plain = nginx_factory("")
     planted = nginx_factory("add_header X-Planted yes always;")
@@ -239,12 +240,13 @@ def test_two_real_nginx_proxies_with_a_planted_header(
 
     out = tmp_path / "same"
     targets = write_targets(tmp_path / "same.yaml", plain, plain)
-    assert run_cli("run", "--targets", targets, "--suites", suite, "--out", out) == 0
+    args = ("--suites", suite, "--workers", workers)
+    assert run_cli("run", "--targets", targets, *args, "--out", out) == 0
     assert outcome_ids(read_results(out), "match") == ids
 
     out = tmp_path / "planted"
     targets = write_targets(tmp_path / "planted.yaml", plain, planted)
-    assert run_cli("run", "--targets", targets, "--suites", suite, "--out", out) == 1
+    assert run_cli("run", "--targets", targets, *args, "--out", out) == 1
     rows = read_results(out)
     assert outcome_ids(rows, "diff") == ids
     for row in rows.values():
