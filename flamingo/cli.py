@@ -181,6 +181,7 @@ def _load(
     config: Config | None = None
     if targets_required or Path(args.targets).exists():
         config = load_config(args.targets)
+        args.redactor = Redactor.for_config(config)  # for `main`'s last-resort messages too
     max_cases = config.run.max_cases if config is not None else 1_000_000
     suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
     if config is not None:
@@ -364,16 +365,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_INPUT
     except FlamingoError as exc:
-        print(f"flamingo: {exc}", file=sys.stderr)
+        print(f"flamingo: {_redacted(args, str(exc))}", file=sys.stderr)
         return EXIT_HARNESS
     except KeyboardInterrupt:
         print("flamingo: interrupted", file=sys.stderr)
         return EXIT_HARNESS
     except Exception as exc:  # a bug in flamingo: fail closed, say where, no pass
-        print(f"flamingo: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = _redacted(args, f"{type(exc).__name__}: {exc}")
+        print(f"flamingo: internal error: {message}", file=sys.stderr)
         if os.environ.get("FLAMINGO_DEBUG"):
-            traceback.print_exc()
+            print(_redacted(args, traceback.format_exc()), file=sys.stderr, end="")
         return EXIT_HARNESS
+
+
+def _redacted(args: argparse.Namespace, text: str) -> str:
+    """Secrets out of a message printed outside a run (once targets.yaml has been read)."""
+    redactor: Redactor | None = getattr(args, "redactor", None)
+    return redactor.text(text) if redactor is not None else text
 
 
 if __name__ == "__main__":  # pragma: no cover

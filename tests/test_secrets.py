@@ -215,6 +215,40 @@ def test_crash_log_and_reason_are_redacted(
     assert not old.count and not new.count
 
 
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_internal_error_outside_a_run_is_redacted(
+    echo_pair: tuple[FaultServer, FaultServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    debug: str,
+) -> None:
+    """A bug outside the send loop (here: in the runner's entry) whose message carries the
+    config: the command's last-resort message, and its traceback under FLAMINGO_DEBUG, are
+    redacted too."""
+    import flamingo.cli
+
+    old, new = echo_pair
+    targets = write_secret_targets(tmp_path / "targets.yaml", old, new)
+    suite = tmp_path / "secrets.yaml"
+    suite.write_text(SUITE)
+
+    def broken(config: object, *args: object, **kwargs: object) -> int:
+        raise RuntimeError(f"bug with {config!r}")
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FLAMINGO_DEBUG", debug)
+    monkeypatch.setattr(flamingo.cli, "execute", broken)
+    code = flamingo.cli.main(["run", "--targets", str(targets), "--suites", str(suite)])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "flamingo: internal error: RuntimeError: bug with Config(" in err
+    assert ("Traceback" in err) == bool(debug)
+    assert leaks(err) == []
+    assert not old.count and not new.count
+
+
 # --------------------------------------------------------------------------------------------
 # The Redactor's rules
 # --------------------------------------------------------------------------------------------
