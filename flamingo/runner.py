@@ -42,7 +42,13 @@ from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
 from flamingo.report.console import LiveProgress, print_summary
 from flamingo.report.files import RunFiles
 from flamingo.report.redact import Redactor
-from flamingo.send import UNSAFE_METHODS, Sender, TransportFactory, default_transport
+from flamingo.send import (
+    UNSAFE_METHODS,
+    Sender,
+    TransportFactory,
+    default_transport,
+    pair_tasks,
+)
 from flamingo.signature import describe as describe_signature
 from flamingo.workers import SendPool, plan
 
@@ -209,10 +215,8 @@ async def _run_cases(
     if isinstance(sender, SendPool):
         tasks = [asyncio.ensure_future(sender.run(cases, judged))]
     else:
-        # Each case sends two requests; enough tasks to keep `concurrency` requests in flight.
         tasks = [
-            asyncio.ensure_future(worker(sender))
-            for _ in range(max(1, (settings.concurrency + 1) // 2))
+            asyncio.ensure_future(worker(sender)) for _ in range(pair_tasks(settings.concurrency))
         ]
     main = asyncio.gather(*tasks)
 

@@ -406,6 +406,11 @@ class Pacer:
 TransportFactory = Callable[[Target, RunSettings], Transport]
 
 
+def pair_tasks(concurrency: int) -> int:
+    """Sending tasks that keep ``concurrency`` requests in flight: each case sends two."""
+    return max(1, (concurrency + 1) // 2)
+
+
 class Sender:
     """Sends cases to both targets with the run's concurrency, rate, timeout and retry policy."""
 

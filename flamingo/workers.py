@@ -12,7 +12,7 @@ single-process run. So the pure core, the noise learner (which needs every sampl
 in one place) and the writers stay single and unchanged; a worker is a `Sender` in another
 process, with its share of the run's concurrency and of each target's rate limit.
 
-Wire: in each direction a stream of frames (4-byte big-endian length + pickle) over a
+Wire: in each direction a stream of frames (8-byte big-endian length + pickle) over a
 socketpair. Parent to worker: a batch ``[(seq, learn, WireRequest), ...]``; an empty batch means
 "no more cases". Worker to parent: ``("results", [(seq, old, new, replica), ...])``, finally
 ``("done", peak_rss_mb)``, or ``("crash", traceback)`` when the worker itself failed. Flow control
@@ -48,7 +48,7 @@ from typing import Any
 
 from flamingo.model import Case, Exchange, RunSettings, Target
 from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
-from flamingo.send import Sender, TransportFactory, WireRequest
+from flamingo.send import Sender, TransportFactory, WireRequest, pair_tasks
 
 #: Seconds a worker gets to exit after its socket is closed, before it is killed.
 EXIT_GRACE = 5.0
@@ -117,13 +117,13 @@ def plan(requested: int, settings: RunSettings, total: int) -> tuple[int, str]:
 
 def _frame(message: Any) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(payload).to_bytes(4, "big") + payload
+    return len(payload).to_bytes(8, "big") + payload
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
     """The next message, or None when the other side has gone (EOF or reset)."""
     try:
-        head = await reader.readexactly(4)
+        head = await reader.readexactly(8)
         payload = await reader.readexactly(int.from_bytes(head, "big"))
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
@@ -172,14 +172,15 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
             writer.write(_frame(("results", outbox[:])))
             outbox.clear()
 
+    crashed = False
+
     def crash() -> None:
         # At once: a dead sending task would leave its case unanswered and the run waiting.
         # The parent answers by closing the socket, which ends this worker.
+        nonlocal crashed
         if not crashed:
-            crashed.append(True)
+            crashed = True
             writer.write(_frame(("crash", traceback.format_exc())))
-
-    crashed: list[bool] = []
 
     async def send_cases(sender: Sender) -> None:
         try:
@@ -199,11 +200,9 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
 
     try:
         sender = make_sender()
-        settings = sender.settings
-        # Each case sends two requests: enough tasks to keep `concurrency` requests in flight.
         tasks = [
             asyncio.ensure_future(send_cases(sender))
-            for _ in range(max(1, (settings.concurrency + 1) // 2))
+            for _ in range(pair_tasks(sender.settings.concurrency))
         ]
         while True:
             batch = await _read_frame(reader)
@@ -275,7 +274,6 @@ class SendPool:
         # A forked child flushes the standard streams when it exits: nothing may be pending.
         sys.stdout.flush()
         sys.stderr.flush()
-        parent_ends: list[socket.socket] = []
         try:
             for index, share in enumerate(self._shares):
                 mine, theirs = socket.socketpair()
@@ -283,15 +281,20 @@ class SendPool:
                     target=_worker_main,
                     # The child must not hold any parent end, its own included: a worker learns
                     # that the parent stopped from EOF on its socket.
-                    args=(theirs, [*parent_ends, mine], *self._args, share, self._factory),
+                    args=(
+                        theirs,
+                        [*(w.sock for w in self.workers), mine],
+                        *self._args,
+                        share,
+                        self._factory,
+                    ),
                     name=f"flamingo-send-{index}",
                     daemon=True,
                 )
                 process.start()
                 theirs.close()
-                parent_ends.append(mine)
-                pairs = max(1, (share.concurrency + 1) // 2)
-                self.workers.append(_Worker(index, process, mine, window=max(8, 4 * pairs)))
+                window = max(8, 4 * pair_tasks(share.concurrency))
+                self.workers.append(_Worker(index, process, mine, window=window))
         except BaseException:
             self.close()
             raise
