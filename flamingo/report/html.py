@@ -6,6 +6,7 @@ It shows the verdict, every check, the totals, latency, the top differences and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
 from typing import Any
 
@@ -25,6 +26,20 @@ def _cell(value: Any) -> str:
     return f"<td>{escape('—' if value is None else str(value))}</td>"
 
 
+def _cells(*values: Any) -> str:
+    return "".join(_cell(v) for v in values)
+
+
+def _row(*values: Any) -> str:
+    return f"<tr>{_cells(*values)}</tr>"
+
+
+def _table(title: str, headers: Iterable[str], rows: Iterable[str]) -> str:
+    """A titled table: escaped header names, then ``rows`` (each a whole ``<tr>``)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 def render(gate: dict[str, Any], cases: list[dict[str, Any]], dropped: int) -> str:
     verdict = str(gate.get("verdict", "error"))
     parts = [
@@ -39,52 +54,41 @@ def render(gate: dict[str, Any], cases: list[dict[str, Any]], dropped: int) -> s
     if gate.get("reason"):
         parts.append(f"<p class='error'>{escape(str(gate['reason']))}</p>")
     totals = gate.get("totals", {})
-    parts.append("<h2>Totals</h2><table><tr>")
-    parts += [f"<th>{escape(k)}</th>" for k in totals]
-    parts.append("</tr><tr>")
-    parts += [_cell(v) for v in totals.values()]
-    parts.append("</tr></table>")
-    parts.append("<h2>Checks</h2><table><tr><th>check</th><th>threshold</th>")
-    parts.append("<th>observed</th><th>result</th></tr>")
+    parts.append(_table("Totals", totals, [_row(*totals.values())]))
+    checks = []
     for check in gate.get("checks", []):
         ok = "pass" if check["passed"] else "fail"
-        parts.append(
-            f"<tr>{_cell(check['name'])}{_cell(check['threshold'])}{_cell(check['observed'])}"
-            f"<td class='{ok}'>{ok}</td></tr>"
-        )
-    parts.append("</table>")
+        cells = _cells(check["name"], check["threshold"], check["observed"])
+        checks.append(f"<tr>{cells}<td class='{ok}'>{ok}</td></tr>")
+    parts.append(_table("Checks", ["check", "threshold", "observed", "result"], checks))
     latency = gate.get("latency", {})
     if latency:
-        parts.append("<h2>Latency (ms)</h2><table><tr><th>target</th>")
         keys = ["count", "p50", "p90", "p99", "max"]
-        parts += [f"<th>{k}</th>" for k in keys]
-        parts.append("</tr>")
-        for target, stats in latency.items():
-            parts.append(f"<tr>{_cell(target)}" + "".join(_cell(stats.get(k)) for k in keys))
-            parts.append("</tr>")
-        parts.append("</table>")
+        rows = [_row(target, *(stats.get(k) for k in keys)) for target, stats in latency.items()]
+        parts.append(_table("Latency (ms)", ["target", *keys], rows))
     top = gate.get("signatures", [])
     if top:
-        parts.append("<h2>Difference signatures</h2><table><tr><th>cases</th><th>share</th>")
-        parts.append("<th>template</th><th>difference</th><th>example</th><th>cases</th></tr>")
-        for row in top:
-            share = f"{row['share']:.1%}"
-            parts.append(
-                f"<tr>{_cell(row['count'])}{_cell(share)}"
-                f"{_cell(row['template'])}{_cell(row['description'])}"
-                f"{_cell(row['example_change'])}{_cell(', '.join(row['examples']))}</tr>"
+        headers = ["cases", "share", "template", "difference", "example", "cases"]
+        rows = [
+            _row(
+                r["count"],
+                f"{r['share']:.1%}",
+                r["template"],
+                r["description"],
+                r["example_change"],
+                ", ".join(r["examples"]),
             )
-        parts.append("</table>")
+            for r in top
+        ]
+        parts.append(_table("Difference signatures", headers, rows))
     noise = gate.get("noise", [])
     if noise:
-        parts.append("<h2>Noise learned from old-vs-old</h2><table><tr><th>template</th>")
-        parts.append("<th>kind</th><th>location</th><th>differed</th><th>samples</th></tr>")
-        for row in noise:
-            parts.append(
-                f"<tr>{_cell(row['template'])}{_cell(row['kind'])}{_cell(row['location'])}"
-                f"{_cell(row['differing'])}{_cell(row['samples'])}</tr>"
-            )
-        parts.append("</table>")
+        headers = ["template", "kind", "location", "differed", "samples"]
+        rows = [
+            _row(r["template"], r["kind"], r["location"], r["differing"], r["samples"])
+            for r in noise
+        ]
+        parts.append(_table("Noise learned from old-vs-old", headers, rows))
     parts.append(f"<h2>Cases that did not match ({len(cases) + dropped})</h2>")
     if dropped:
         parts.append(
