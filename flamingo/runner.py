@@ -85,25 +85,24 @@ def resolve_gate(config: Config, stage: str | None) -> GateThresholds:
         raise InputError(f"--stage: unknown stage '{stage}' (stages: {known})") from None
 
 
+#: Command-line overrides of targets.yaml ``run:``: option, setting, lowest value, message.
+_OVERRIDES = (
+    ("concurrency", "concurrency", 1, "--concurrency: expected an integer >= 1"),
+    ("rate", "rate_limit", 0, "--rate: expected a number >= 0"),
+    ("max_requests", "max_requests", 0, "--max-requests: expected an integer >= 0"),
+    ("workers", "workers", 0, "--workers: expected 'auto' or an integer >= 1"),  # 0 = auto
+)
+
+
 def effective_settings(config: Config, options: RunOptions) -> RunSettings:
-    settings = config.run
-    if options.concurrency is not None:
-        if options.concurrency < 1:
-            raise InputError("--concurrency: expected an integer >= 1")
-        settings = replace(settings, concurrency=options.concurrency)
-    if options.rate is not None:
-        if options.rate < 0:
-            raise InputError("--rate: expected a number >= 0")
-        settings = replace(settings, rate_limit=options.rate)
-    if options.max_requests is not None:
-        if options.max_requests < 0:
-            raise InputError("--max-requests: expected an integer >= 0")
-        settings = replace(settings, max_requests=options.max_requests)
-    if options.workers is not None:
-        if options.workers < 0:
-            raise InputError("--workers: expected 'auto' or an integer >= 1")
-        settings = replace(settings, workers=options.workers)
-    return settings
+    changes = {}
+    for option, setting, lowest, message in _OVERRIDES:
+        value = getattr(options, option)
+        if value is not None:
+            if value < lowest:
+                raise InputError(message)
+            changes[setting] = value
+    return replace(config.run, **changes)
 
 
 def check_side_effects(config: Config, cases: Iterable[Case]) -> None:
