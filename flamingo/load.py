@@ -540,6 +540,7 @@ _COMPARE_RULES: dict[str, Rule] = {
 
 
 def _compare_rules(value: Any, at: _At) -> CompareRules:
+    """A ``compare:`` section; absent or empty: the defaults."""
     return CompareRules(**_apply(_optional_mapping(value, at), at, _COMPARE_RULES))
 
 
@@ -634,9 +635,7 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
         run_at = root.key(document, "run")
         run = RunSettings(**_apply(_optional_mapping(document["run"], run_at), run_at, _RUN_RULES))
     default_gate, stages = _gates(document.get("gates"), root.key(document, "gates"))
-    compare = CompareRules()
-    if "compare" in document:
-        compare = _compare_rules(document["compare"], root.key(document, "compare"))
+    compare = _compare_rules(document.get("compare"), root.key(document, "compare"))
     accepted_path = None
     if "accepted" in document:
         accepted = _non_empty_string(document["accepted"], root.key(document, "accepted"))
@@ -1175,9 +1174,7 @@ def _suite(document: YMap, file: str) -> Suite:
         _request(item, requests_at.item(requests, index), defaults, suite_matrix)
         for index, item in enumerate(requests)
     )
-    compare = CompareRules()
-    if "compare" in document:
-        compare = _compare_rules(document["compare"], root.key(document, "compare"))
+    compare = _compare_rules(document.get("compare"), root.key(document, "compare"))
     allow = False
     if "allow_side_effects" in document:
         allow = _boolean(document["allow_side_effects"], root.key(document, "allow_side_effects"))
