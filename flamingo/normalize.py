@@ -286,7 +286,7 @@ def compile_json_path(expression: str) -> Any:
     Raises ValueError for an invalid expression, so the loader can validate with the very
     parser that will apply the path.
     """
-    from jsonpath_ng.ext import parse  # imported lazily: the parser tables are slow to build
+    from jsonpath_ng.ext.parser import parse  # lazily: the parser tables are slow to build
 
     try:
         return parse(expression)

@@ -31,12 +31,25 @@ from typing import Protocol
 
 import pytest
 from faultserver import ServerFactory, running
+from hypothesis import HealthCheck, settings
 
 from flamingo.demo import start_demo_process
 
 # --------------------------------------------------------------------------------------------
 # The demo targets
 # --------------------------------------------------------------------------------------------
+
+# Property tests are deterministic and unhurried: the same examples on every run and machine
+# (derandomize), and no per-example deadline - CI shares 2 cores with the servers the
+# end-to-end tests start, so wall-clock deadlines only measure that load.
+settings.register_profile(
+    "flamingo",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("flamingo")
 
 
 @pytest.fixture(scope="session")
