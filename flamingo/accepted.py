@@ -24,31 +24,13 @@ Pure: the clock enters as the ``today`` argument; loading and validation live in
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from datetime import date
 from fnmatch import fnmatchcase
 from typing import Any
 
 from flamingo.judge import set_aside
-from flamingo.model import Acceptance, CaseResult, Difference
+from flamingo.model import Acceptance, AcceptedRule, CaseResult, Difference
 from flamingo.signature import generalize
-
-
-@dataclass(frozen=True)
-class AcceptedRule:
-    index: int
-    template: str  # glob
-    location: str
-    reason: str
-    kind: str | None = None
-    old: re.Pattern[str] | None = None
-    new: re.Pattern[str] | None = None
-    expires: date | None = None
-    source: str = ""  # FILE:LINE
-
-    def expired(self, today: date) -> bool:
-        return self.expires is not None and today > self.expires
 
 
 def _value_text(value: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal
 
 # --------------------------------------------------------------------------------------------
@@ -292,3 +293,19 @@ class GateResult:
     totals: Totals
     checks: tuple[Check, ...] = field(default_factory=tuple)
     reason: str = ""  # why the verdict is "error", if it is
+
+
+@dataclass(frozen=True)
+class AcceptedRule:
+    index: int
+    template: str  # glob
+    location: str
+    reason: str
+    kind: str | None = None
+    old: re.Pattern[str] | None = None
+    new: re.Pattern[str] | None = None
+    expires: date | None = None
+    source: str = ""  # FILE:LINE
+
+    def expired(self, today: date) -> bool:
+        return self.expires is not None and today > self.expires

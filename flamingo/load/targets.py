@@ -1,0 +1,161 @@
+"""The targets.yaml schema (CONTRACT section 3 and the documented extensions)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from flamingo.load.env import (
+    _substitute_tree,
+)
+from flamingo.load.validate import (
+    Rule,
+    _apply,
+    _At,
+    _base_url,
+    _boolean,
+    _check_keys,
+    _compare_rules,
+    _duration,
+    _int_at_least,
+    _mapping,
+    _non_empty_string,
+    _number,
+    _optional,
+    _optional_mapping,
+    _size,
+    _target_headers,
+    _workers,
+)
+from flamingo.model import (
+    GATE_KEYS,
+    Config,
+    GateThresholds,
+    RunSettings,
+    Target,
+)
+from flamingo.yamlload import (
+    describe,
+    parse_document,
+    read_text,
+)
+
+__all__ = ["load_config", "parse_config"]
+
+# --------------------------------------------------------------------------------------------
+# targets.yaml
+# --------------------------------------------------------------------------------------------
+
+_TARGET_RULES: dict[str, Rule] = {
+    "base_url": _base_url,
+    "headers": _target_headers,
+    "verify_tls": _boolean,
+    "production": _boolean,
+    "http2": _boolean,
+}
+
+_RUN_RULES: dict[str, Rule] = {
+    "concurrency": _int_at_least(1),
+    "rate_limit": _number(0),
+    "timeout": _duration,
+    "retries": _int_at_least(0),
+    "max_body_bytes": _size,
+    "max_cases": _int_at_least(1),
+    "max_requests": _int_at_least(0),
+    "workers": _workers,
+}
+
+_RATE, _RATIO = _optional(_number(0, 1)), _optional(_number(0, above=True))
+_GATE_RULES: dict[str, Rule] = {
+    "min_match_rate": _RATE,
+    "max_error_rate": _RATE,
+    "min_cases": _optional(_int_at_least(0)),
+    "max_latency_ratio_p50": _RATIO,
+    "max_latency_ratio_p99": _RATIO,
+}
+assert tuple(_GATE_RULES) == GATE_KEYS
+
+_CONFIG_KEYS = ("targets", "run", "gates", "compare", "accepted")
+
+
+def _target(name: str, value: Any, at: _At) -> Target:
+    mapping = _mapping(value, at)
+    _check_keys(mapping, at, tuple(_TARGET_RULES), required=("base_url",))
+    return Target(name=name, **_apply(mapping, at, _TARGET_RULES))
+
+
+def _gates(value: Any, at: _At) -> tuple[GateThresholds, tuple[tuple[str, GateThresholds], ...]]:
+    mapping = _optional_mapping(value, at)
+    _check_keys(mapping, at, ("default", "stages"))
+    default = GateThresholds(min_cases=1)
+    if "default" in mapping:
+        default_at = at.key(mapping, "default")
+        default = replace(
+            default,
+            **_apply(_optional_mapping(mapping["default"], default_at), default_at, _GATE_RULES),
+        )
+    stages: list[tuple[str, GateThresholds]] = []
+    if "stages" in mapping:
+        stages_at = at.key(mapping, "stages")
+        stages_map = _optional_mapping(mapping["stages"], stages_at)
+        for name, overrides in stages_map.items():
+            if not isinstance(name, str) or not name.strip():
+                raise stages_at.plain(
+                    f"{stages_at.path}: expected a stage name, got {describe(name)}",
+                    stages_map.key_line(name),
+                )
+            stage_at = stages_at.key(stages_map, name)
+            checked = _apply(_optional_mapping(overrides, stage_at), stage_at, _GATE_RULES)
+            stages.append((name, replace(default, **checked)))
+    return default, tuple(stages)
+
+
+def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate the text of a targets.yaml; ``file`` is only used in messages."""
+    document = parse_document(text, file)
+    root = _At(file, "", document.line, document.line)
+    secrets: list[str] = []
+    _substitute_tree(document, root, os.environ if env is None else env, secrets)
+    _check_keys(document, root, _CONFIG_KEYS, required=("targets",))
+
+    targets_at = root.key(document, "targets")
+    targets = _mapping(document["targets"], targets_at)
+    _check_keys(targets, targets_at, ("old", "new", "old_replica"), required=("old", "new"))
+    old = _target("old", targets["old"], targets_at.key(targets, "old"))
+    new = _target("new", targets["new"], targets_at.key(targets, "new"))
+    old_replica = None
+    if "old_replica" in targets:
+        replica_at = targets_at.key(targets, "old_replica")
+        old_replica = _target("old_replica", targets["old_replica"], replica_at)
+
+    run = RunSettings()
+    if "run" in document:
+        run_at = root.key(document, "run")
+        run = RunSettings(**_apply(_optional_mapping(document["run"], run_at), run_at, _RUN_RULES))
+    default_gate, stages = _gates(document.get("gates"), root.key(document, "gates"))
+    compare = _compare_rules(document.get("compare"), root.key(document, "compare"))
+    accepted_path = None
+    if "accepted" in document:
+        accepted = _non_empty_string(document["accepted"], root.key(document, "accepted"))
+        # Relative to the targets file, so a repo's targets.yaml works from any directory.
+        accepted_path = os.path.join(os.path.dirname(file), accepted)
+    return Config(
+        path=file,
+        old=old,
+        new=new,
+        run=run,
+        default_gate=default_gate,
+        stages=stages,
+        secrets=tuple(dict.fromkeys(secrets)),
+        old_replica=old_replica,
+        compare=compare,
+        accepted_path=accepted_path,
+    )
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a targets.yaml. ``env`` defaults to ``os.environ`` (for ``${VAR}``)."""
+    file = os.fspath(path)
+    return parse_config(read_text(file), file, env)
