@@ -472,3 +472,33 @@ def test_first_difference_across_blocks() -> None:
     assert first_difference(a, a[:9000] + "y" + a[9001:]) == 9000
     assert first_difference(a, a) == 10_000
     assert first_difference(a, a[:8192]) == 8192
+
+
+def test_a_filter_json_path_loads_and_applies_with_one_dialect() -> None:
+    """The loader validates JSON paths with the very parser compare applies (jsonpath_ng's
+    extended dialect), so a filter path is accepted at load and ignores what it selects."""
+    from flamingo.load import parse_suites
+
+    (suite,) = parse_suites(
+        "suite: filtered\n"
+        "requests:\n"
+        "  - { name: items, path: /api/items }\n"
+        "compare:\n"
+        '  ignore_json_paths: ["$.items[?(@.volatile == true)].updated_at"]\n',
+        "filtered.yaml",
+    )
+    rules = suite.compare
+
+    def items(stamp: str, kept: str) -> Response:
+        return jresp(
+            {
+                "items": [
+                    {"id": 1, "volatile": True, "updated_at": stamp},
+                    {"id": 2, "volatile": False, "updated_at": kept},
+                ]
+            }
+        )
+
+    assert body_diffs(items("t1", "k"), items("t2", "k"), rules) == []
+    (diff,) = body_diffs(items("t1", "k1"), items("t1", "k2"), rules)
+    assert diff.location == "$.items[1].updated_at"
