@@ -53,6 +53,7 @@ from flamingo.compare import compare
 from flamingo.expect import check_expect
 from flamingo.model import (
     GATE_KEYS,
+    OUTCOMES,
     Case,
     CaseResult,
     Check,
@@ -194,6 +195,23 @@ class _Latency:
         self._flush()
         return int(self.histogram.get_value_at_percentile(percentile))
 
+    def state(self) -> LatencyState:
+        self._flush()
+        encoded = self.histogram.encode()
+        return LatencyState(
+            encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded),
+            int(self.histogram.get_total_count()),
+            self.sum_us,
+            self.max_us,
+        )
+
+    def absorb(self, state: LatencyState) -> None:
+        if state.count:
+            self._flush()
+            self.histogram.decode_and_add(state.histogram)
+        self.sum_us += state.sum_us
+        self.max_us = max(self.max_us, state.max_us)
+
 
 class Tally:
     """Accumulates `CaseResult`s into totals, latencies and difference clusters."""
@@ -261,13 +279,69 @@ class Tally:
         latency = self._latency[target]
         return latency.percentile_us(percentile) if latency.count else None
 
-    def top(self, n: int) -> list[TopRow]:
-        """The ``n`` largest clusters: most cases first, ties by key for a stable order."""
+    def top(self, n: int | None) -> list[TopRow]:
+        """The ``n`` largest clusters (all with None): most cases first, ties by key."""
         ranked = sorted(self.top_differences.items(), key=lambda kv: (-kv[1].count, kv[0]))
         return [
             TopRow(key, cluster.count, tuple(cluster.examples), cluster.example_change)
             for key, cluster in ranked[:n]
         ]
+
+    # -- a tally as a record, and tallies added together (`flamingo.merge`) ------------------
+
+    def state(self) -> TallyState:
+        """Everything this tally holds, as a record another tally can `absorb`."""
+        return TallyState(
+            counts=tuple((outcome, self.counts[outcome]) for outcome in OUTCOMES),
+            accepted=self.accepted,
+            latency=tuple((target, self._latency[target].state()) for target in TARGETS),
+            clusters=tuple(self.top(None)),
+        )
+
+    def absorb(self, state: TallyState) -> None:
+        """Add another tally's state to this one: counters and histogram buckets add up, so
+        totals and percentiles are those of one tally that was given every result.
+        Clusters add by signature; past `MAX_CLUSTERS` distinct ones, new ones count into
+        `OTHER`, as in `add` (which signatures those are can then depend on the order)."""
+        for outcome, count in state.counts:
+            self.counts[outcome] += count
+        self.accepted += state.accepted
+        for target, latency in state.latency:
+            self._latency[target].absorb(latency)
+        for row in state.clusters:
+            key = row.key
+            cluster = self.top_differences.get(key)
+            if cluster is None:
+                if len(self.top_differences) >= MAX_CLUSTERS:
+                    key = OTHER
+                    cluster = self.top_differences.get(OTHER)
+                if cluster is None:
+                    cluster = self.top_differences[key] = _Cluster(row.example_change)
+            cluster.count += row.count
+            room = MAX_EXAMPLES - len(cluster.examples)
+            if room > 0:
+                cluster.examples.extend(row.examples[:room])
+
+
+@dataclass(frozen=True)
+class LatencyState:
+    """One target's latencies as a record: HdrHistogram's own compressed base64 encoding
+    (``HdrHistogram.encode``) and the exact count, sum and maximum kept beside it."""
+
+    histogram: str
+    count: int
+    sum_us: int
+    max_us: int
+
+
+@dataclass(frozen=True)
+class TallyState:
+    """A `Tally` as plain data: what a shard or a worker hands over to be added up."""
+
+    counts: tuple[tuple[str, int], ...]  # (outcome, cases), in `OUTCOMES` order
+    accepted: int
+    latency: tuple[tuple[str, LatencyState], ...]  # ("old", ...), ("new", ...)
+    clusters: tuple[TopRow, ...]  # every signature cluster, largest first
 
 
 # --------------------------------------------------------------------------------------------

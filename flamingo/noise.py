@@ -168,6 +168,53 @@ class NoiseModel:
         rows.sort(key=lambda e: (-e.differing, e.template, e.kind, e.location))
         return rows
 
+    # -- the model as a record, and models added together (`flamingo.merge`) ----------------
+
+    def state(self) -> NoiseState:
+        """Every observation (noisy or not yet), as a record another model can `absorb`."""
+        return NoiseState(
+            samples=tuple(self.samples.items()),
+            stats=tuple(
+                NoiseObservation(
+                    template, kind, location, s.differing, tuple(s.examples), s.context
+                )
+                for template, stats in self.stats.items()
+                for (kind, location), s in stats.items()
+            ),
+        )
+
+    def absorb(self, state: NoiseState) -> None:
+        """Add another model's observations: the counts add up, so what is noise is decided as
+        if one model had seen every sample (examples: the first `MAX_EXAMPLES` in order)."""
+        for template, samples in state.samples:
+            self.samples[template] = self.samples.get(template, 0) + samples
+        for row in state.stats:
+            stats = self.stats.setdefault(row.template, {})
+            stat = stats.setdefault((row.kind, row.location), NoiseStat())
+            stat.differing += row.differing
+            stat.examples.extend(row.examples[: MAX_EXAMPLES - len(stat.examples)])
+            stat.context = stat.context or row.context
+
+
+@dataclass(frozen=True)
+class NoiseObservation:
+    """How often one location of one template differed between two old responses."""
+
+    template: str
+    kind: str
+    location: str
+    differing: int
+    examples: tuple[str, ...] = ()
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class NoiseState:
+    """A `NoiseModel`'s counts as plain data: samples per template and every observation."""
+
+    samples: tuple[tuple[str, int], ...] = ()
+    stats: tuple[NoiseObservation, ...] = ()
+
 
 def _text_is_noise(
     result: CaseResult, model: NoiseModel, rules: CompareRules, threshold: float | None

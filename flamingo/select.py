@@ -2,7 +2,9 @@
 
 This module owns which expanded cases a run keeps. Every filter is a pure function of one case,
 never of the other cases or their order, so ``--shard 1/3 .. 3/3`` on three machines (or three
-pytest-xdist workers) partition the cases exactly, however each of them was expanded.
+pytest-xdist workers) partition the cases exactly, however each of them was expanded. A shard is
+chosen by a hash of the case id - or of the request template for cases that learn noise, which
+must stay together (`shard_key`).
 
 ``-k`` follows pytest's keyword expressions: identifiers match as case-insensitive substrings of
 the case id, combined with ``and``, ``or``, ``not`` and parentheses (``not`` binds tightest, then
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from flamingo.errors import InputError
 from flamingo.model import Case
 
-__all__ = ["compile_keyword", "parse_shard", "select", "shard_index"]
+__all__ = ["compile_keyword", "parse_shard", "select", "shard_index", "shard_key"]
 
 Matcher = Callable[[str], bool]  # takes the lower-cased case id
 
@@ -46,6 +48,14 @@ def shard_index(case_id: str, n: int) -> int:
     """The 1-based shard of ``n`` that a case id belongs to: stable across runs and machines."""
     digest = hashlib.blake2b(case_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % n + 1
+
+
+def shard_key(case: Case) -> str:
+    """What decides a case's shard: its id, or - when its template learns noise - the template,
+    so every old-vs-old sample of a template is seen by one shard and decides its noise exactly
+    as an unsharded run would (`flamingo.merge`). The price: one template's cases are not spread.
+    """
+    return case.template if case.compare.noise else case.id
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +202,6 @@ def select(
             return False
         if matches is not None and not matches(case.id):
             return False
-        return shard is None or shard_index(case.id, shard[1]) == shard[0]
+        return shard is None or shard_index(shard_key(case), shard[1]) == shard[0]
 
     return (case for case in cases if keep(case))
