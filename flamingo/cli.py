@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -30,10 +32,54 @@ DEFAULT_SUITES = "suites"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line (argparse's own code is 2 as well)."""
+    """argparse, but usage errors exit 2 with one line (argparse's own code is 2 as well), an
+    option is never matched by a prefix (``--stag`` is not ``--stage``: a typo must not pick an
+    option), and an unknown command gets a "did you mean"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        choice = _INVALID_CHOICE.search(message)
+        if choice is not None:
+            choices = re.findall(r"'([^']*)'", choice.group(2))
+            message += _did_you_mean(choice.group(1), choices)
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+def _did_you_mean(word: str, known: Sequence[str]) -> str:
+    """`` (did you mean X?)``: an option ``word`` begins (an abbreviation, which is refused), else
+    the closest spelling; "" when nothing is close."""
+    close = [k for k in known if k.startswith(word)] if len(word) > 2 else []
+    close = close or difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {' or '.join(close[:3])}?)" if close else ""
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with a "did you mean" for each unknown option: the command's own
+    options are only known here (argparse reports them from the top-level parser)."""
+    args, extras = parser.parse_known_args(argv)
+    if not extras:
+        return args
+    command = _subparser(parser, getattr(args, "command", None)) or parser
+    known = [*parser._option_string_actions, *command._option_string_actions]
+    hints = "".join(
+        _did_you_mean(token.split("=", 1)[0], known) for token in extras if token.startswith("--")
+    )
+    command.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+    raise AssertionError("unreachable")  # pragma: no cover - error() exits
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return None
 
 
 def _number_arg(parse: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
@@ -355,10 +401,53 @@ COMMANDS = {
 }
 
 
+class _Stdout:
+    """stdout for the console of a run: when its reader goes away (``flamingo run | head``) the
+    run goes on - its verdict and files do not depend on who reads the screen - and what is
+    printed after that is dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            _drop_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding ... as the stream's
+        return getattr(self._stream, name)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush of what is
+    still buffered must not print ``BrokenPipeError`` (as the Python docs on SIGPIPE advise)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+#: Commands that only print: a closed stdout ends them quietly. (A run's console never raises it:
+#: see `_Stdout`; a BrokenPipeError there is some other pipe's, a real fault.)
+_PRINTING = frozenset({"list", "check", "noise"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     # Off a terminal (CI logs) rich would wrap tables at 80 columns; logs have room.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console = Console(
+        file=_Stdout(sys.stdout),  # type: ignore[arg-type]
+        highlight=False,
+        width=None if sys.stdout.isatty() else 160,
+    )
     try:
         return COMMANDS[args.command](args, console)
     except InputError as exc:
@@ -371,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("flamingo: interrupted", file=sys.stderr)
         return EXIT_HARNESS
     except Exception as exc:  # a bug in flamingo: fail closed, say where, no pass
+        if isinstance(exc, BrokenPipeError) and args.command in _PRINTING:
+            _drop_stdout()  # `flamingo list | head`: the reader has what it wanted
+            return 0
         message = _redacted(args, f"{type(exc).__name__}: {exc}")
         print(f"flamingo: internal error: {message}", file=sys.stderr)
         if os.environ.get("FLAMINGO_DEBUG"):
