@@ -31,6 +31,9 @@ A gate evaluates one `Check` per configured threshold, in `GATE_KEYS` order:
     min_cases               cases                        observed >= t   never
     max_latency_ratio_p50   new p50 / old p50            observed <= t   a side has no samples
     max_latency_ratio_p99   new p99 / old p99            observed <= t   a side has no samples
+    max_fallback_rate       fallbacks / (cases - error)  observed <= t   cases == error
+
+then the stage rules (`flamingo.stage`: latency regression, min_duration, resources).
 
 Fail closed: a check that cannot be computed (observed None) or whose threshold is not a number
 never passes; a gate with no checks fails; an incomplete run is ``error`` whatever the checks say.
@@ -60,6 +63,7 @@ from flamingo.model import (
     Difference,
     Exchange,
     ExpectFailure,
+    FallbackRule,
     GateResult,
     GateThresholds,
     Response,
@@ -68,6 +72,7 @@ from flamingo.model import (
     Verdict,
 )
 from flamingo.signature import SignatureKey, example_change, signature_id, signature_key
+from flamingo.stage import ResourceScrapes, is_fallback, stage_checks
 
 # --------------------------------------------------------------------------------------------
 # One case
@@ -212,13 +217,24 @@ class _Latency:
         self.sum_us += state.sum_us
         self.max_us = max(self.max_us, state.max_us)
 
+    def buckets(self) -> list[tuple[int, int]]:
+        """``(bucket value, samples)`` ascending: the data of the latency-regression test."""
+        self._flush()
+        return [
+            (int(item.value_iterated_to), int(item.count_at_value_iterated_to))
+            for item in self.histogram.get_recorded_iterator()
+        ]
+
 
 class Tally:
     """Accumulates `CaseResult`s into totals, latencies and difference clusters."""
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: FallbackRule | None = None) -> None:
         self.counts: dict[str, int] = {"match": 0, "diff": 0, "fail": 0, "error": 0}
         self.accepted = 0  # matches that are matches only through accepted differences
+        self.fallback = fallback  # how new shows a hand-off to old (targets.new.fallback)
+        self.fallbacks = 0  # judged cases (outcome not error) whose new response was a fallback
+        self.fallback_examples: list[str] = []
         self.top_differences: dict[ClusterKey, _Cluster] = {}
         self._latency = {target: _Latency() for target in TARGETS}
 
@@ -233,6 +249,15 @@ class Tally:
             self._latency["new"].record(result.new.latency_ms)
         if result.differences:
             self._cluster(result)
+        if (
+            self.fallback is not None
+            and result.outcome != "error"
+            and isinstance(result.new, Response)
+            and is_fallback(self.fallback, result.new)
+        ):
+            self.fallbacks += 1
+            if len(self.fallback_examples) < MAX_EXAMPLES:
+                self.fallback_examples.append(result.case.id)
 
     def _cluster(self, result: CaseResult) -> None:
         template = result.case.template
@@ -279,6 +304,16 @@ class Tally:
         latency = self._latency[target]
         return latency.percentile_us(percentile) if latency.count else None
 
+    def latency_buckets(self, target: str) -> list[tuple[int, int]]:
+        """One target's latencies as ``(bucket value in µs, samples)``, ascending."""
+        return self._latency[target].buckets()
+
+    def mean_us(self, target: str) -> float | None:
+        """One target's exact mean latency in µs, or None without samples."""
+        latency = self._latency[target]
+        count = latency.count
+        return latency.sum_us / count if count else None
+
     def top(self, n: int | None) -> list[TopRow]:
         """The ``n`` largest clusters (all with None): most cases first, ties by key."""
         ranked = sorted(self.top_differences.items(), key=lambda kv: (-kv[1].count, kv[0]))
@@ -296,6 +331,8 @@ class Tally:
             accepted=self.accepted,
             latency=tuple((target, self._latency[target].state()) for target in TARGETS),
             clusters=tuple(self.top(None)),
+            fallbacks=self.fallbacks,
+            fallback_examples=tuple(self.fallback_examples),
         )
 
     def absorb(self, state: TallyState) -> None:
@@ -306,6 +343,9 @@ class Tally:
         for outcome, count in state.counts:
             self.counts[outcome] += count
         self.accepted += state.accepted
+        self.fallbacks += state.fallbacks
+        room = MAX_EXAMPLES - len(self.fallback_examples)
+        self.fallback_examples.extend(state.fallback_examples[: max(room, 0)])
         for target, latency in state.latency:
             self._latency[target].absorb(latency)
         for row in state.clusters:
@@ -342,6 +382,8 @@ class TallyState:
     accepted: int
     latency: tuple[tuple[str, LatencyState], ...]  # ("old", ...), ("new", ...)
     clusters: tuple[TopRow, ...]  # every signature cluster, largest first
+    fallbacks: int = 0  # judged cases whose new response was a fallback (targets.new.fallback)
+    fallback_examples: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,6 +422,8 @@ def _observe(name: str, totals: Totals, tally: Tally) -> Fraction | None:
         return _ratio(tally.percentile_us("new", 50), tally.percentile_us("old", 50))
     if name == "max_latency_ratio_p99":
         return _ratio(tally.percentile_us("new", 99), tally.percentile_us("old", 99))
+    if name == "max_fallback_rate":
+        return _ratio(tally.fallbacks, totals.cases - totals.error)
     raise ValueError(f"unknown gate threshold {name!r}")
 
 
@@ -408,14 +452,19 @@ def evaluate_gate(
     *,
     complete: bool = True,
     reason: str = "",
+    resources: ResourceScrapes | None = None,
+    elapsed_s: float | None = None,
 ) -> GateResult:
-    """The verdict of one gate over a run's tally (see the table in the module docstring)."""
+    """The verdict of one gate over a run's tally (see the table in the module docstring), with
+    the stage rules of `flamingo.stage` after it; a failed metrics scrape is an incomplete run."""
     totals = tally.totals
     checks = tuple(
         _check(name, threshold, _observe(name, totals, tally))
         for name in GATE_KEYS
         if (threshold := getattr(thresholds, name)) is not None
-    )
+    ) + stage_checks(thresholds, tally, resources=resources, elapsed_s=elapsed_s)
+    if resources is not None and resources.error and complete:
+        complete, reason = False, resources.error
     if not complete:
         return GateResult("error", stage, totals, checks, reason or "the run did not complete")
     if not checks:

@@ -28,6 +28,18 @@ class Target:
     verify_tls: bool = True
     production: bool = False
     http2: bool = False
+    fallback: FallbackRule | None = None  # how a hand-off to the old system shows (stage rules)
+    metrics_url: str | None = None  # Prometheus text, scraped before and after a run
+
+
+@dataclass(frozen=True)
+class FallbackRule:
+    """How a target shows that it handed a request to the old system (CONTRACT §3 ``fallback:``):
+    a response header (any value, or exactly ``value``), or a status code."""
+
+    header: str | None = None  # lower-case
+    value: str | None = None  # None: the header's presence is the sign
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,30 @@ class GateThresholds:
     min_cases: int | None = None
     max_latency_ratio_p50: float | None = None
     max_latency_ratio_p99: float | None = None
+    # Stage rules (CONTRACT §3), evaluated by flamingo.stage:
+    max_fallback_rate: float | None = None
+    max_latency_regression: LatencyRegression | None = None
+    resources: tuple[ResourceBound, ...] = ()
+    min_duration: float | None = None  # seconds; the run repeats its selection in rounds
+
+
+@dataclass(frozen=True)
+class LatencyRegression:
+    """Fail when new is slower than old with significance ``p`` (one-sided Mann-Whitney U) AND
+    the mean latency ratio new/old exceeds ``effect`` (Kayenta's classifier: both must hold)."""
+
+    p: float
+    effect: float
+
+
+@dataclass(frozen=True)
+class ResourceBound:
+    """A bound over one scraped metric: a gauge by its value after the run, a counter by its
+    rate over the run (per second). ``metric`` is a sample name with optional labels."""
+
+    metric: str
+    max_ratio_new_to_old: float | None = None
+    max_new: float | None = None
 
 
 GATE_KEYS: tuple[str, ...] = (
@@ -59,6 +95,7 @@ GATE_KEYS: tuple[str, ...] = (
     "min_cases",
     "max_latency_ratio_p50",
     "max_latency_ratio_p99",
+    "max_fallback_rate",
 )
 
 
@@ -261,6 +298,7 @@ class Check:
     threshold: float
     observed: float | None  # None: could not be computed (counts as not passed)
     passed: bool
+    detail: str = ""  # how observed was reached, when one number does not say it
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,7 @@ ALL = GateThresholds(
     min_cases=1,
     max_latency_ratio_p50=1.25,
     max_latency_ratio_p99=1.5,
+    max_fallback_rate=0.0,
 )
 
 
