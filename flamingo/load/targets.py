@@ -10,6 +10,12 @@ from typing import Any
 from flamingo.load.env import (
     _substitute_tree,
 )
+from flamingo.load.stagerules import (
+    STAGE_GATE_RULES,
+    TARGET_STAGE_RULES,
+    check_stage_rules,
+    with_fallback_ignored,
+)
 from flamingo.load.validate import (
     Rule,
     _apply,
@@ -54,6 +60,7 @@ _TARGET_RULES: dict[str, Rule] = {
     "verify_tls": _boolean,
     "production": _boolean,
     "http2": _boolean,
+    **TARGET_STAGE_RULES,
 }
 
 _RUN_RULES: dict[str, Rule] = {
@@ -74,8 +81,10 @@ _GATE_RULES: dict[str, Rule] = {
     "min_cases": _optional(_int_at_least(0)),
     "max_latency_ratio_p50": _RATIO,
     "max_latency_ratio_p99": _RATIO,
+    "max_fallback_rate": _RATE,
 }
 assert tuple(_GATE_RULES) == GATE_KEYS
+_GATE_RULES.update(STAGE_GATE_RULES)
 
 _CONFIG_KEYS = ("targets", "run", "gates", "compare", "accepted")
 
@@ -134,8 +143,11 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
     if "run" in document:
         run_at = root.key(document, "run")
         run = RunSettings(**_apply(_optional_mapping(document["run"], run_at), run_at, _RUN_RULES))
-    default_gate, stages = _gates(document.get("gates"), root.key(document, "gates"))
+    gates_at = root.key(document, "gates")
+    default_gate, stages = _gates(document.get("gates"), gates_at)
+    check_stage_rules(default_gate, stages, old, new, gates_at, document.get("gates"))
     compare = _compare_rules(document.get("compare"), root.key(document, "compare"))
+    compare = with_fallback_ignored(compare, new)
     accepted_path = None
     if "accepted" in document:
         accepted = _non_empty_string(document["accepted"], root.key(document, "accepted"))
