@@ -56,11 +56,18 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """Thresholds of one gate. ``None`` means the check is not evaluated."""
+    """Thresholds of one gate. ``None`` means the check is not evaluated.
 
-    min_match_rate: float | None = None
-    max_error_rate: float | None = None
-    min_cases: int | None = None
+    Gates fail closed (CONTRACT §3): the defaults below are the gate a file gets for every key it
+    does not set - every case must match, no case may be an error, at least one case must run -
+    so a ``diff``, ``fail`` or ``error`` passes only where a threshold written in the file allows
+    its rate. This is the one place those defaults live: the loader starts every gate (the
+    default, and each stage before it inherits the default's keys) from ``GateThresholds()``.
+    """
+
+    min_match_rate: float | None = 1.0
+    max_error_rate: float | None = 0.0
+    min_cases: int | None = 1
     max_latency_ratio_p50: float | None = None
     max_latency_ratio_p99: float | None = None
     # Stage rules (CONTRACT §3), evaluated by flamingo.stage:
@@ -141,7 +148,7 @@ class Config:
     old: Target
     new: Target
     run: RunSettings = RunSettings()
-    default_gate: GateThresholds = GateThresholds(min_cases=1)
+    default_gate: GateThresholds = GateThresholds()
     stages: tuple[tuple[str, GateThresholds], ...] = ()  # already merged over default_gate
     secrets: tuple[str, ...] = ()  # values substituted from ${VAR}: redacted in every output
     old_replica: Target | None = None  # a second instance of old, for noise learning

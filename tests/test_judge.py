@@ -241,6 +241,27 @@ ALL = GateThresholds(
 )
 
 
+def only(**thresholds: Any) -> GateThresholds:
+    """A gate with exactly these checks (every other key switched off), to test one check."""
+    return GateThresholds(**{f.name: None for f in dataclasses.fields(GateThresholds)} | thresholds)
+
+
+def test_every_gate_fails_closed_by_default() -> None:
+    """CONTRACT §3: a gate that sets nothing wants every case to match, none to be an error,
+    and at least one case."""
+    gate = GateThresholds()
+    assert (gate.min_match_rate, gate.max_error_rate, gate.min_cases) == (1.0, 0.0, 1)
+    assert evaluate_gate(gate, None, tally_of(match=10)).verdict == "pass"
+    for outcome in ("diff", "fail", "error"):
+        tally = tally_of(match=9, **{outcome: 1})
+        assert evaluate_gate(gate, None, tally).verdict == "fail", outcome
+    # A gate that sets only one key keeps the others' fail-closed defaults.
+    strict_on_diffs = GateThresholds(max_error_rate=0.5)
+    assert evaluate_gate(strict_on_diffs, None, tally_of(diff=10)).verdict == "fail"
+    loose = GateThresholds(min_match_rate=0.99)
+    assert evaluate_gate(loose, None, tally_of(match=1, error=9)).verdict == "fail"
+
+
 def tally_of(match: int = 0, diff: int = 0, fail: int = 0, error: int = 0, **lat: float) -> Tally:
     tally = Tally()
     old = resp(latency_ms=lat.get("old", 1.0))
@@ -273,7 +294,7 @@ def test_gate_exact_threshold_equality_passes() -> None:
     assert checks["max_latency_ratio_p50"].observed == 1.25
     assert checks["max_latency_ratio_p50"].passed
     assert gate.verdict == "pass"
-    errors = evaluate_gate(GateThresholds(max_error_rate=0.001), None, tally_of(match=999, error=1))
+    errors = evaluate_gate(only(max_error_rate=0.001), None, tally_of(match=999, error=1))
     assert errors.checks[0].observed == 0.001
     assert errors.verdict == "pass"
 
@@ -282,7 +303,7 @@ def test_gate_just_below_a_threshold_fails_even_if_rounding_would_hide_it() -> N
     # 9_999_999 / 10_000_000 rounds to 1.0 at 6 decimals but is below 1.0.
     tally = Tally()
     tally.counts.update(match=9_999_999, diff=1)
-    gate = evaluate_gate(GateThresholds(min_match_rate=1.0), None, tally)
+    gate = evaluate_gate(only(min_match_rate=1.0), None, tally)
     assert gate.checks[0].observed == 1.0
     assert not gate.checks[0].passed
     assert gate.verdict == "fail"
@@ -316,13 +337,13 @@ def test_gate_all_errors() -> None:
 def test_gate_latency_ratio_needs_both_sides() -> None:
     tally = Tally()
     tally.add(result("error", old=resp(), new=ERROR))
-    check = evaluate_gate(GateThresholds(max_latency_ratio_p50=10.0), None, tally).checks[0]
+    check = evaluate_gate(only(max_latency_ratio_p50=10.0), None, tally).checks[0]
     assert check.observed is None
     assert not check.passed
 
 
 def test_gate_only_configured_checks() -> None:
-    gate = evaluate_gate(GateThresholds(min_cases=5), None, tally_of(match=4))
+    gate = evaluate_gate(only(min_cases=5), None, tally_of(match=4))
     assert [(c.name, c.threshold, c.observed, c.passed) for c in gate.checks] == [
         ("min_cases", 5, 4, False)
     ]
@@ -330,7 +351,7 @@ def test_gate_only_configured_checks() -> None:
 
 
 def test_gate_without_checks_fails() -> None:
-    gate = evaluate_gate(GateThresholds(), None, tally_of(match=10))
+    gate = evaluate_gate(only(), None, tally_of(match=10))
     assert gate.verdict == "fail"
     assert gate.checks == ()
     assert gate.reason
@@ -346,26 +367,26 @@ def test_gate_incomplete_run_is_error_whatever_the_checks() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, "0.5", True])
 def test_gate_non_numeric_threshold_never_passes(bad: Any) -> None:
-    gate = evaluate_gate(GateThresholds(min_cases=bad), None, tally_of(match=10))
+    gate = evaluate_gate(only(min_cases=bad), None, tally_of(match=10))
     assert not gate.checks[0].passed
     assert gate.verdict == "fail"
 
 
 def test_gate_infinite_thresholds_compare_as_numbers() -> None:
     tally = tally_of(match=1)
-    unlimited = evaluate_gate(GateThresholds(max_latency_ratio_p99=math.inf), None, tally)
+    unlimited = evaluate_gate(only(max_latency_ratio_p99=math.inf), None, tally)
     assert unlimited.checks[0].passed
-    impossible = evaluate_gate(GateThresholds(min_match_rate=math.inf), None, tally)
+    impossible = evaluate_gate(only(min_match_rate=math.inf), None, tally)
     assert not impossible.checks[0].passed
 
 
 def test_gate_observed_rounded_to_6_decimals() -> None:
-    gate = evaluate_gate(GateThresholds(min_match_rate=0.5), None, tally_of(match=2, diff=1))
+    gate = evaluate_gate(only(min_match_rate=0.5), None, tally_of(match=2, diff=1))
     assert gate.checks[0].observed == 0.666667
 
 
 def test_gate_match_rate_excludes_errors_from_the_denominator() -> None:
-    gate = evaluate_gate(GateThresholds(min_match_rate=1.0), None, tally_of(match=5, error=5))
+    gate = evaluate_gate(only(min_match_rate=1.0), None, tally_of(match=5, error=5))
     assert gate.checks[0].observed == 1.0
     assert gate.verdict == "pass"
 
@@ -398,9 +419,9 @@ def test_a_run_with_no_judged_case_never_passes_even_without_error_thresholds() 
     tally = Tally()
     for i in range(3):
         tally.add(result("error", id=f"s::{i}", new=ERROR))
-    gate = evaluate_gate(GateThresholds(min_cases=1), None, tally)
+    gate = evaluate_gate(only(min_cases=1), None, tally)
     assert gate.verdict == "fail"
     assert gate.checks[-1] == Check("min_judged_cases", 1, 0, False)
-    assert evaluate_gate(GateThresholds(min_cases=0), None, Tally()).verdict == "fail"
+    assert evaluate_gate(only(min_cases=0), None, Tally()).verdict == "fail"
     tally.add(result("match", id="s::ok"))
-    assert evaluate_gate(GateThresholds(min_cases=1), None, tally).verdict == "pass"
+    assert evaluate_gate(only(min_cases=1), None, tally).verdict == "pass"

@@ -168,9 +168,10 @@ gates:
 """
     )
     config = parse_config(text, "t.yaml", env={})
-    assert config.default_gate == GateThresholds(max_error_rate=0.01, min_cases=1)
+    # Keys not set keep the fail-closed defaults (1.0, 0, 1); a stage inherits the default's.
+    assert config.default_gate == GateThresholds(1.0, 0.01, 1, None, None)
     assert config.gate("canary") == GateThresholds(0.9, 0.01, 1, None, None)
-    assert config.gate("relaxed") == GateThresholds(min_cases=0)
+    assert config.gate("relaxed") == GateThresholds(1.0, None, 0, None, None)
 
 
 def test_env_substitution_forms() -> None:
