@@ -156,22 +156,31 @@ def test_run_workers(written: str, workers: int) -> None:
     assert parse_config(MINIMAL_TARGETS, "t.yaml", env={}).run.workers == 0
 
 
-def test_gates_partial_default_and_null_switches_a_check_off() -> None:
+def test_gates_partial_default_keeps_fail_closed_defaults() -> None:
     text = (
         MINIMAL_TARGETS
         + """\
 gates:
-  default: {max_error_rate: 0.01}
+  default: {max_error_rate: 0.01, max_latency_ratio_p50: 2}
   stages:
     canary: {min_match_rate: 0.9}
-    relaxed: {max_error_rate: null, min_cases: 0}
+    relaxed: {max_latency_ratio_p50: null, min_cases: 0}
 """
     )
     config = parse_config(text, "t.yaml", env={})
     # Keys not set keep the fail-closed defaults (1.0, 0, 1); a stage inherits the default's.
-    assert config.default_gate == GateThresholds(1.0, 0.01, 1, None, None)
-    assert config.gate("canary") == GateThresholds(0.9, 0.01, 1, None, None)
-    assert config.gate("relaxed") == GateThresholds(1.0, None, 0, None, None)
+    assert config.default_gate == GateThresholds(1.0, 0.01, 1, 2.0, None)
+    assert config.gate("canary") == GateThresholds(0.9, 0.01, 1, 2.0, None)
+    assert config.gate("relaxed") == GateThresholds(1.0, 0.01, 0, None, None)
+
+
+@pytest.mark.parametrize("key", ["min_match_rate", "max_error_rate", "min_cases"])
+def test_gates_null_cannot_switch_off_a_fail_closed_check(key: str) -> None:
+    text = MINIMAL_TARGETS + f"gates:\n  stages:\n    loose:\n      {key}: null\n"
+    with pytest.raises(InputError) as info:
+        parse_config(text, "t.yaml", env={})
+    assert str(info.value).startswith(f"t.yaml:{text.count(chr(10))}: ")
+    assert "gates fail closed" in str(info.value)
 
 
 def test_env_substitution_forms() -> None:

@@ -74,11 +74,27 @@ _RUN_RULES: dict[str, Rule] = {
     "workers": _workers,
 }
 
-_RATE, _RATIO = _optional(_number(0, 1)), _optional(_number(0, above=True))
+
+def _fail_closed(rule: Rule, loosest: str) -> Rule:
+    """A gate key that always has a value (`GateThresholds` defaults): ``null`` cannot switch it
+    off, since that would let every diff or error through without a threshold that says so."""
+
+    def checked(value: Any, at: _At) -> Any:
+        if value is None:
+            raise at.error(
+                f"null cannot switch this check off (gates fail closed); write {loosest} to "
+                "accept any value"
+            )
+        return rule(value, at)
+
+    return checked
+
+
+_RATIO = _optional(_number(0, above=True))
 _GATE_RULES: dict[str, Rule] = {
-    "min_match_rate": _RATE,
-    "max_error_rate": _RATE,
-    "min_cases": _optional(_int_at_least(0)),
+    "min_match_rate": _fail_closed(_number(0, 1), "0"),
+    "max_error_rate": _fail_closed(_number(0, 1), "1"),
+    "min_cases": _fail_closed(_int_at_least(0), "0"),
     "max_latency_ratio_p50": _RATIO,
     "max_latency_ratio_p99": _RATIO,
     "max_fallback_rate": _RATE,
@@ -98,7 +114,7 @@ def _target(name: str, value: Any, at: _At) -> Target:
 def _gates(value: Any, at: _At) -> tuple[GateThresholds, tuple[tuple[str, GateThresholds], ...]]:
     mapping = _optional_mapping(value, at)
     _check_keys(mapping, at, ("default", "stages"))
-    default = GateThresholds(min_cases=1)
+    default = GateThresholds()  # the fail-closed defaults live in the model, once
     if "default" in mapping:
         default_at = at.key(mapping, "default")
         default = replace(
