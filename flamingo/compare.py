@@ -33,7 +33,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flamingo.model import CompareRules, Difference, Headers, Response
+from flamingo.model import (
+    NO_RESPONSE,
+    CompareRules,
+    Difference,
+    ForwardedRequest,
+    Headers,
+    Response,
+    UpstreamView,
+)
 from flamingo.normalize import (
     BODY_RULES,
     NormalizedBody,
@@ -41,6 +49,7 @@ from flamingo.normalize import (
     format_json_path,
     header_value,
     json_equal,
+    mask_text_value,
     normalize_headers,
 )
 
@@ -58,11 +67,143 @@ def compare(old: Response, new: Response, rules: CompareRules) -> tuple[Differen
     """Every difference between ``old`` and ``new`` under ``rules``; ``()`` when they match."""
     differences: list[Difference] = []
     if old.status != new.status:
-        differences.append(Difference("status", "status", old.status, new.status))
+        differences.append(Difference("status", "status", _status(old), _status(new)))
     if old.headers != new.headers:
         differences.extend(compare_headers(old.headers, new.headers, rules))
     differences.extend(compare_bodies(old, new, rules))
+    if old.ending or new.ending or old.more or new.more:
+        differences.extend(compare_connection(old, new, rules))
+    if old.upstream is not None and new.upstream is not None:
+        differences.extend(compare_upstream(old.upstream, new.upstream, rules))
     return tuple(differences)
+
+
+def _status(response: Response) -> int | None:
+    return None if response.status == NO_RESPONSE else response.status
+
+
+# --------------------------------------------------------------------------------------------
+# Raw exchanges: the responses after the first, and how the connection ended
+# --------------------------------------------------------------------------------------------
+
+
+def _prefixed(prefix: str, difference: Difference) -> Difference:
+    return Difference(
+        difference.kind,
+        f"{prefix}{difference.location}",
+        difference.old,
+        difference.new,
+        difference.note,
+    )
+
+
+def compare_connection(old: Response, new: Response, rules: CompareRules) -> list[Difference]:
+    """Raw exchanges: every later response compared like the first (``response[2].status``,
+    ``response[2].header-name``...), then their number and the ending (kind ``exchange``)."""
+    differences: list[Difference] = []
+    for index, (a, b) in enumerate(zip(old.more, new.more, strict=False), start=2):
+        differences.extend(_prefixed(f"response[{index}].", d) for d in compare(a, b, rules))
+    count_old, count_new = _count(old), _count(new)
+    if count_old != count_new:
+        differences.append(Difference("exchange", "responses", count_old, count_new))
+    if old.ending != new.ending:
+        differences.append(Difference("exchange", "ending", old.ending, new.ending))
+    return differences
+
+
+def _count(response: Response) -> int:
+    return (response.status != NO_RESPONSE) + sum(r.status != NO_RESPONSE for r in response.more)
+
+
+# --------------------------------------------------------------------------------------------
+# The upstream view: what each proxy forwarded to the recording origin
+# --------------------------------------------------------------------------------------------
+
+_TOKEN_LOST_NOTE = (
+    "nothing reached the recording origin with this exchange's token, but requests without "
+    "a token did: a proxy stripped or rewrote it, so what it forwarded cannot be matched"
+)
+
+
+def _view_summary(view: UpstreamView) -> str:
+    if view.requests:
+        return f"{len(view.requests)} forwarded"
+    if view.untokened:
+        return f"token lost ({view.untokened} untokened request(s) at the origin)"
+    return "nothing forwarded"
+
+
+def compare_upstream(old: UpstreamView, new: UpstreamView, rules: CompareRules) -> list[Difference]:
+    """What old forwarded against what new forwarded (kind ``upstream``).
+
+    Locations: ``upstream.token`` (a side's token was lost: never a silent match),
+    ``upstream.requests`` (how many), then per forwarded request ``upstream.request-line``,
+    ``upstream.framing``, ``upstream.header.NAME``, ``upstream.body`` (``upstream.body.a[0]``
+    for JSON), ``upstream.complete``; the k-th request (k >= 2) is ``upstream[k].…``. Headers and
+    bodies go through the same rules as responses (ignore_headers, masks, framing headers).
+    """
+    if any(not view.requests and view.untokened for view in (old, new)):
+        return [
+            Difference(
+                "upstream",
+                "upstream.token",
+                _view_summary(old),
+                _view_summary(new),
+                _TOKEN_LOST_NOTE,
+            )
+        ]
+    differences: list[Difference] = []
+    if len(old.requests) != len(new.requests):
+        differences.append(
+            Difference(
+                "upstream",
+                "upstream.requests",
+                len(old.requests),
+                len(new.requests),
+                f"{_view_summary(old)} vs {_view_summary(new)}",
+            )
+        )
+    for index, (a, b) in enumerate(zip(old.requests, new.requests, strict=False), start=1):
+        prefix = "upstream" if index == 1 else f"upstream[{index}]"
+        differences.extend(_compare_forwarded(prefix, a, b, rules))
+    return differences
+
+
+def _compare_forwarded(
+    prefix: str, a: ForwardedRequest, b: ForwardedRequest, rules: CompareRules
+) -> list[Difference]:
+    differences: list[Difference] = []
+    line_a, line_b = a.request_line, b.request_line
+    if rules.mask:
+        line_a, line_b = mask_text_value(line_a, rules.mask), mask_text_value(line_b, rules.mask)
+    if line_a != line_b:
+        differences.append(Difference("upstream", f"{prefix}.request-line", line_a, line_b))
+    if a.framing != b.framing:
+        differences.append(Difference("upstream", f"{prefix}.framing", a.framing, b.framing))
+    if a.headers != b.headers:
+        for d in compare_headers(a.headers, b.headers, rules):
+            differences.append(
+                Difference("upstream", f"{prefix}.header.{d.location}", d.old, d.new, d.note)
+            )
+    for d in compare_bodies(_as_body(a), _as_body(b), rules):
+        where = "" if d.location in ("text", "bytes", "$") else d.location[1:]
+        differences.append(Difference("upstream", f"{prefix}.body{where}", d.old, d.new, d.note))
+    if a.complete != b.complete:
+        differences.append(Difference("upstream", f"{prefix}.complete", a.complete, b.complete))
+    return differences
+
+
+def _as_body(forwarded: ForwardedRequest) -> Response:
+    """A forwarded request's body in the shape `compare_bodies` reads."""
+    return Response(
+        status=NO_RESPONSE,
+        reason="",
+        headers=forwarded.headers,
+        body=forwarded.body,
+        latency_ms=0.0,
+        body_size=forwarded.body_size,
+        body_sha256=forwarded.body_sha256,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ masks and ignore rules are for comparing two targets, not for hiding what a targ
     header absent   the header does not exist                             header NAME
     json            the body parses as JSON and contains ``json`` as a    json $.PATH
                     subset (below)
+    upstream        each ``upstream.headers`` entry holds (as above) on   upstream header NAME
+    headers         the first request the proxy forwarded to the          (``upstream`` when
+                    recording origin                                      nothing was recorded)
 
 The combined value of a header is its field lines joined with ", " (RFC 9110 §5.3). Regexes use
 ``search``, not ``fullmatch``: the common need is "this header contains that" (``max-age=\\d+``
@@ -40,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from flamingo.model import Expect, ExpectFailure, HeaderExpect, Response
+from flamingo.model import Expect, ExpectFailure, HeaderExpect, Headers, Response
 from flamingo.normalize import format_json_path, json_equal, load_json
 
 #: The ``actual`` of a JSON key that is not there (None would read as JSON null).
@@ -58,15 +61,40 @@ def check_expect(expect: Expect, response: Response, target: str) -> tuple[Expec
         expected: Any = expect.status[0] if len(expect.status) == 1 else list(expect.status)
         failures.append(ExpectFailure(target, "status", expected, response.status))
     for header in expect.headers:
-        failures.extend(_check_header(header, response, target))
+        failures.extend(_check_header(header, response.headers, target))
     if expect.has_json:
         failures.extend(_check_json(expect.json, response, target))
+    if expect.upstream_headers:
+        failures.extend(_check_upstream(expect.upstream_headers, response, target))
     return tuple(failures)
 
 
-def _check_header(header: HeaderExpect, response: Response, target: str) -> list[ExpectFailure]:
+def _check_upstream(
+    expected: tuple[HeaderExpect, ...], response: Response, target: str
+) -> list[ExpectFailure]:
+    """``expect.upstream.headers`` hold on the first request the proxy forwarded."""
+    view = response.upstream
+    if view is None or not view.requests:
+        if view is None:
+            actual = "not recorded: targets.yaml has no upstream:"
+        elif view.untokened:
+            actual = "token lost: the proxy stripped or rewrote it"
+        else:
+            actual = "nothing forwarded"
+        wanted = {h.name: h.equals or (h.regex.pattern if h.regex else "present") for h in expected}
+        return [ExpectFailure(target, "upstream", {"headers": wanted}, actual)]
+    failures: list[ExpectFailure] = []
+    for header in expected:
+        for failure in _check_header(header, view.requests[0].headers, target):
+            failures.append(
+                ExpectFailure(target, f"upstream {failure.what}", failure.expected, failure.actual)
+            )
+    return failures
+
+
+def _check_header(header: HeaderExpect, headers: Headers, target: str) -> list[ExpectFailure]:
     name = header.name.lower()
-    lines = [value for key, value in response.headers if key.lower() == name]
+    lines = [value for key, value in headers if key.lower() == name]
     combined = ", ".join(lines) if lines else None
     what = f"header {name}"
     if header.absent:

@@ -185,10 +185,39 @@ class Expect:
     headers: tuple[HeaderExpect, ...] = ()
     json: Any = None  # subset the JSON body must contain; None = not checked
     has_json: bool = False  # distinguishes "json: null" from "no json expectation"
+    upstream_headers: tuple[HeaderExpect, ...] = ()  # on the request the proxy forwarded
 
     @property
     def empty(self) -> bool:
-        return not self.status and not self.headers and not self.has_json
+        return (
+            not self.status and not self.headers and not self.has_json and not self.upstream_headers
+        )
+
+
+#: What ``{{ token }}`` in a raw request is while the case is built (``flamingo.raw`` puts the
+#: exchange's upstream token, or `NO_TOKEN`, in its place just before sending).
+TOKEN_SENTINEL = b"\x00{{token}}\x00"
+#: The stand-in token when no recording origin runs: as long as a real one (25 characters).
+NO_TOKEN = b"flamingo-0000000000000000"
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """Bytes sent as they are on a fresh connection (``raw:``, ``raw_b64:``, ``raw_chunks:``).
+
+    ``parts`` are sent in order; a float between them is a pause in seconds. ``idle`` is how
+    long the connection may stay quiet after a complete response before the exchange counts
+    as ended with the connection ``open``; ``timeout`` bounds the whole exchange (None: the
+    run's timeout).
+    """
+
+    parts: tuple[bytes | float, ...]
+    idle: float = 0.3
+    timeout: float | None = None
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(part for part in self.parts if isinstance(part, bytes))
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,7 @@ class Case:
     tags: tuple[str, ...] = ()
     source: str = ""  # FILE:LINE of the request in its suite, for messages
     allow_side_effects: bool = False  # the suite allows non-idempotent methods on production
+    raw: RawRequest | None = None  # byte-exact: sent instead of method/path/headers/body
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +245,42 @@ class Case:
 # --------------------------------------------------------------------------------------------
 
 ErrorKind = Literal["connect", "timeout", "reset", "tls", "protocol", "refused-by-policy"]
+
+
+@dataclass(frozen=True)
+class ForwardedRequest:
+    """One request as the recording origin (`flamingo.upstream`) received it from a proxy.
+
+    The case's token is already replaced by ``{{ token }}`` everywhere it appeared (it differs
+    per target, so it must not count as a difference); its header is dropped.
+    """
+
+    request_line: str
+    headers: Headers  # in order and case, as received
+    body: bytes
+    framing: str  # "content-length: N" | "chunked" | "none"
+    complete: bool = True
+    body_size: int = -1
+    body_sha256: str = ""
+    connection_seq: int = 1  # 1: the first request on its connection; k: the k-th (reuse)
+    notes: tuple[str, ...] = ()  # leniencies the origin applied (bare LF, obs-fold, ...)
+
+
+@dataclass(frozen=True)
+class UpstreamView:
+    """What reached the recording origin with one exchange's token.
+
+    ``untokened`` counts requests that reached the origin *without any* token while the
+    exchange was in flight: when nothing carried the token, a proxy may have stripped or
+    rewritten it, so "nothing forwarded" cannot be told apart from "forwarded, token lost".
+    """
+
+    requests: tuple[ForwardedRequest, ...]
+    untokened: int = 0
+
+
+#: `Response.status` of a raw exchange that got no response at all (`Response.ending` says why).
+NO_RESPONSE = 0
 
 
 @dataclass(frozen=True)
@@ -227,6 +293,11 @@ class Response:
     body_size: int = -1  # decoded size in bytes (-1: same as len(body))
     body_sha256: str = ""  # set when the body exceeded max_body_bytes (then body is a prefix)
     attempts: int = 1
+    #: Raw exchanges only (`flamingo.raw`): how the connection ended - closed, open, reset,
+    #: timeout, invalid, incomplete - and the responses after the first one (pipelining, 1xx).
+    ending: str = ""
+    more: tuple[Response, ...] = ()
+    upstream: UpstreamView | None = None  # what the proxy forwarded (with ``upstream:``)
 
     @property
     def truncated(self) -> bool:
@@ -248,7 +319,7 @@ Exchange = Response | TransportError
 # Judgement
 # --------------------------------------------------------------------------------------------
 
-DifferenceKind = Literal["status", "header", "body"]
+DifferenceKind = Literal["status", "header", "body", "exchange", "upstream"]
 Outcome = Literal["match", "diff", "fail", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("match", "diff", "fail", "error")
 

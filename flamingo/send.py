@@ -24,7 +24,6 @@ kept up to ``max_body_bytes``; beyond that the rest is hashed so memory stays bo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +35,7 @@ import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
 from flamingo.model import Case, Exchange, Headers, Response, RunSettings, Target, TransportError
+from flamingo.wire import BodyReader as _BodyReader
 
 RETRYABLE = frozenset({"connect", "reset", "timeout"})
 RETRYABLE_UNSAFE = frozenset({"connect"})
@@ -86,33 +86,6 @@ def merge_headers(case_headers: Headers, target_headers: Headers) -> list[tuple[
     merged = [(n, v) for n, v in case_headers if n.lower() not in override]
     merged.extend(target_headers)
     return merged
-
-
-class _BodyReader:
-    """Keeps the first ``limit`` bytes; hashes the whole body once it grows past them."""
-
-    __slots__ = ("buf", "digest", "limit", "size")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buf = bytearray()
-        self.size = 0
-        self.digest: hashlib._Hash | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.digest is None:
-            if len(self.buf) + len(chunk) <= self.limit:
-                self.buf += chunk
-                return
-            self.digest = hashlib.sha256(self.buf)
-            room = self.limit - len(self.buf)
-            self.buf += chunk[:room]
-        self.digest.update(chunk)
-
-    def response_fields(self) -> tuple[bytes, int, str]:
-        sha = self.digest.hexdigest() if self.digest is not None else ""
-        return bytes(self.buf), self.size, sha
 
 
 def _read_whole(body: bytes, limit: int) -> tuple[bytes, int, str]:

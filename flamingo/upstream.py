@@ -1,0 +1,239 @@
+"""The recording origin: what each proxy under test *forwarded* (``upstream:`` in targets.yaml).
+
+This module owns flamingo's own origin server and the tokens that tie what it receives to the
+exchange that caused it. The proxies under test are configured to forward to it (as their origin,
+or as one route); it answers every request with one configurable response and records the request
+exactly as it arrived - request line, header lines in order and case, body, framing
+(Content-Length vs chunked), and the request's position on its connection (reuse).
+
+Theory of operation
+-------------------
+Before each exchange the send stage asks for a fresh token (`RecordingOrigin.new_token`,
+``flamingo-`` + 16 hex digits, 25 characters) and puts it in the request:
+
+* a request built from ``method``/``path``/``headers`` gets the header ``X-Flamingo-Token``;
+* a raw request carries it wherever its template wrote ``{{ token }}`` (a header line, the
+  path, the body); a raw request without ``{{ token }}`` cannot be matched.
+
+The origin finds the token anywhere in what it receives (request line, any header value, the
+body), files the request under it, and replaces every token it finds by ``{{ token }}`` so that
+old's and new's forwarded requests compare equal where they only differ by token. After the
+exchange the send stage takes the requests filed under its token (`take`) and attaches them to
+the exchange's `Response` as an `UpstreamView`; the pure compare stage does the rest.
+
+A proxy that strips or rewrites the token is reported, never silently matched: the origin counts
+requests that arrived without any token, and the view of an exchange that found nothing under
+its token says how many such requests arrived while it was in flight (`UpstreamView.untokened`).
+compare reports that case as an ``upstream`` difference whatever the other side did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from flamingo.model import ForwardedRequest, Headers, UpstreamView
+from flamingo.wire import Message, MessageReader
+
+TOKEN_HEADER = "X-Flamingo-Token"
+TOKEN_RE = re.compile(rb"flamingo-[0-9a-f]{16}")
+TOKEN_PLACEHOLDER = b"{{ token }}"
+#: Requests kept per token: a smuggled request can multiply them, but never without bound.
+MAX_PER_TOKEN = 16
+_READ = 1 << 16
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    """``upstream:`` of targets.yaml."""
+
+    host: str
+    port: int
+    status: int = 200
+    headers: Headers = (("Content-Type", "text/plain"),)
+    body: bytes = b"flamingo origin\n"
+
+
+def _latin(data: bytes) -> str:
+    return data.decode("latin-1")
+
+
+def _tokens_in(message: Message) -> Iterator[bytes]:
+    yield from TOKEN_RE.findall(message.start_line.encode("latin-1"))
+    for name, value in message.headers:
+        yield from TOKEN_RE.findall(f"{name}:{value}".encode("latin-1"))
+    yield from TOKEN_RE.findall(message.body)
+
+
+def _untoken(text: str) -> str:
+    return _latin(TOKEN_RE.sub(TOKEN_PLACEHOLDER, text.encode("latin-1")))
+
+
+def _framing_label(message: Message) -> str:
+    if message.framing == "content-length":
+        size = message.body_size if message.body_size >= 0 else len(message.body)
+        return f"content-length: {size}"
+    return message.framing
+
+
+def forwarded_record(message: Message, seq: int) -> ForwardedRequest:
+    """The record of one received request, with every token replaced by ``{{ token }}``."""
+    body = TOKEN_RE.sub(TOKEN_PLACEHOLDER, message.body)
+    return ForwardedRequest(
+        request_line=_untoken(message.start_line),
+        headers=tuple((_untoken(name), _untoken(value)) for name, value in message.headers),
+        body=body,
+        framing=_framing_label(message),
+        complete=message.complete,
+        body_size=message.body_size if body == message.body else len(body),
+        body_sha256=message.body_sha256,
+        connection_seq=seq,
+        notes=message.notes,
+    )
+
+
+class RecordingOrigin:
+    """An asyncio HTTP/1.1 origin that answers one response and records what it received."""
+
+    def __init__(self, settings: OriginSettings, max_body: int = 10 * 1024 * 1024) -> None:
+        self.settings = settings
+        self.max_body = max_body
+        self.untokened = 0  # requests that arrived without any token, in all
+        self.received = 0
+        self._by_token: dict[bytes, list[ForwardedRequest]] = {}
+        self._prefix = secrets.token_hex(3)
+        self._counter = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = settings.port
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def new_token(self) -> str:
+        return f"flamingo-{self._prefix}{next(self._counter) % 16**10:010x}"
+
+    def take(self, token: str, untokened_before: int) -> UpstreamView:
+        """The requests filed under ``token`` (removed from the store), and - when there are
+        none - how many requests arrived without a token since ``untokened_before``."""
+        requests = tuple(self._by_token.pop(token.encode("latin-1"), ()))
+        lost = 0 if requests else self.untokened - untokened_before
+        return UpstreamView(requests, lost)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._connection, self.settings.host, self.settings.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RecordingOrigin:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- one connection -----------------------------------------------------------------------
+
+    def _answer(self, close: bool) -> bytes:
+        s = self.settings
+        lines = [f"HTTP/1.1 {s.status} {'OK' if s.status == 200 else 'Status'}"]
+        lines += [f"{name}: {value}" for name, value in s.headers]
+        lines.append(f"Content-Length: {len(s.body)}")
+        if close:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + s.body
+
+    def _record(self, message: Message, seq: int) -> None:
+        self.received += 1
+        tokens = list(dict.fromkeys(_tokens_in(message)))
+        if not tokens:
+            self.untokened += 1
+            return
+        record = forwarded_record(message, seq)
+        for token in tokens:  # a request carrying two exchanges' tokens belongs to both
+            kept = self._by_token.setdefault(token, [])
+            if len(kept) < MAX_PER_TOKEN:
+                kept.append(record)
+
+    @staticmethod
+    def _wants_close(message: Message) -> bool:
+        connection = ",".join(v for n, v in message.headers if n.lower() == "connection").lower()
+        if "close" in connection:
+            return True
+        return message.start_line.endswith("HTTP/1.0") and "keep-alive" not in connection
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        parser = MessageReader("request", self.max_body)
+        seq = 0
+        continued = False
+        try:
+            while True:
+                data = await reader.read(_READ)
+                if not data:
+                    parser.eof()
+                parser.feed(data)
+                if (
+                    not continued
+                    and parser.state != "head"
+                    and any(
+                        n.lower() == "expect" and v.lower() == "100-continue"
+                        for n, v in parser.current_headers
+                    )
+                ):
+                    continued = True
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                close = False
+                for message in parser.take():
+                    seq += 1
+                    continued = False
+                    self._record(message, seq)
+                    if not message.complete:  # cut short (eof) or unreadable (error below)
+                        close = True
+                        break
+                    close = self._wants_close(message)
+                    writer.write(self._answer(close))
+                    if close:
+                        break
+                if parser.error:
+                    self._record_broken(parser, seq + 1)
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    close = True
+                await writer.drain()
+                if close or not data:
+                    return
+        except (OSError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _record_broken(self, parser: MessageReader, seq: int) -> None:
+        """A request the origin could not read to the end is still recorded (incomplete)."""
+        head = parser.unparsed_head()
+        if head is None:
+            return
+        start, headers, notes = head
+        message = Message(start, headers, b"", "none", complete=False, notes=(*notes, parser.error))
+        self._record(message, seq)
