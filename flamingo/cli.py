@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="print the compare: rules (YAML) that make the noise learned in RUN_DIR explicit",
     )
+    from flamingo.traffic.cli import add_import_parser
+
+    add_import_parser(sub, _Parser, _positive_int)
     return parser
 
 
@@ -392,12 +395,19 @@ def cmd_noise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.traffic.cli import import_traffic
+
+    return import_traffic(args)
+
+
 COMMANDS = {
     "run": cmd_run,
     "list": cmd_list,
     "check": cmd_check,
     "demo": cmd_demo,
     "noise": cmd_noise,
+    "import": cmd_import,
 }
 
 

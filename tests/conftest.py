@@ -171,7 +171,12 @@ def _free_port() -> int:
 
 
 def write_nginx_config(
-    prefix: Path, *, port: int, upstream: str, extra_server_directives: str = ""
+    prefix: Path,
+    *,
+    port: int,
+    upstream: str,
+    extra_server_directives: str = "",
+    extra_http_directives: str = "",
 ) -> Path:
     """Write ``prefix/nginx.conf``: a reverse proxy on 127.0.0.1:``port`` in front of ``upstream``.
 
@@ -190,6 +195,7 @@ events {{
 }}
 http {{
     access_log {prefix}/access.log;
+{extra_http_directives}
     client_body_temp_path {prefix}/temp/client_body;
     proxy_temp_path {prefix}/temp/proxy;
     fastcgi_temp_path {prefix}/temp/fastcgi;
@@ -275,7 +281,12 @@ def _wait_until_listening(nginx: NginxProcess, deadline: float) -> bool:
 
 
 def start_nginx(
-    binary: str, prefix: Path, *, upstream: str, extra_server_directives: str = ""
+    binary: str,
+    prefix: Path,
+    *,
+    upstream: str,
+    extra_server_directives: str = "",
+    extra_http_directives: str = "",
 ) -> NginxProcess:
     """Start nginx in ``prefix`` on a free port, retrying with another port if it was taken."""
     for _attempt in range(_PORT_ATTEMPTS):
@@ -284,7 +295,11 @@ def start_nginx(
         for stale in ("nginx.pid", "error.log", "stderr.log"):
             (prefix / stale).unlink(missing_ok=True)
         config = write_nginx_config(
-            prefix, port=port, upstream=upstream, extra_server_directives=extra_server_directives
+            prefix,
+            port=port,
+            upstream=upstream,
+            extra_server_directives=extra_server_directives,
+            extra_http_directives=extra_http_directives,
         )
         with (prefix / "stderr.log").open("wb") as stderr:
             process = subprocess.Popen(
