@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,13 @@ def test_nginx_access_logs_import_and_run_clean(
             sock.sendall(b"\x16\x03\x01\x00\x05hello\r\n\r\n")
             sock.recv(1024)
 
+        # nginx writes a log line once it is done with the request, which can be just after the
+        # client has its answer: wait for all of them (the requests, the POST, the garbage).
+        deadline = time.monotonic() + 10
+        logs = (prefix / "access.log", prefix / "access.json")
+        while any(len(p.read_text().splitlines()) < len(sent) + 2 for p in logs):
+            assert time.monotonic() < deadline, [p.read_text() for p in logs]
+            time.sleep(0.05)
         # Both logs are imported before anything runs: the runs go through this nginx too.
         suites = {}
         for fmt, log in (("combined", prefix / "access.log"), ("json", prefix / "access.json")):
