@@ -90,7 +90,7 @@ def _fail_closed(rule: Rule, loosest: str) -> Rule:
     return checked
 
 
-_RATIO = _optional(_number(0, above=True))
+_RATE, _RATIO = _optional(_number(0, 1)), _optional(_number(0, above=True))
 _GATE_RULES: dict[str, Rule] = {
     "min_match_rate": _fail_closed(_number(0, 1), "0"),
     "max_error_rate": _fail_closed(_number(0, 1), "1"),
