@@ -243,7 +243,7 @@ ALL = GateThresholds(
 
 def only(**thresholds: Any) -> GateThresholds:
     """A gate with exactly these checks (every other key switched off), to test one check."""
-    return GateThresholds(**{f.name: None for f in dataclasses.fields(GateThresholds)} | thresholds)
+    return GateThresholds(**{name: None for name in GATE_KEYS} | thresholds)
 
 
 def test_every_gate_fails_closed_by_default() -> None:
