@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,16 @@ from typing import Any
 from rich.console import Console
 
 from flamingo import __version__
+from flamingo.engine import (
+    EXIT_HARNESS,
+    EXIT_INPUT,
+    RunOptions,
+    Selection,
+    Session,
+    default_out_dir,
+)
 from flamingo.errors import FlamingoError, InputError
-from flamingo.model import Case, CompareRules, Config
 from flamingo.report.redact import Redactor
-from flamingo.runner import EXIT_HARNESS, EXIT_INPUT, RunOptions, execute
-from flamingo.suite import Suite
 
 DEFAULT_TARGETS = "targets.yaml"
 DEFAULT_SUITES = "suites"
@@ -222,94 +227,68 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 
 
-def _load(
-    args: argparse.Namespace, targets_required: bool = True
-) -> tuple[Config | None, list[Suite]]:
+def _session(args: argparse.Namespace) -> Session:
     from flamingo.load import load_config, load_suites
 
-    config: Config | None = None
-    if targets_required or Path(args.targets).exists():
-        config = load_config(args.targets)
-        args.redactor = Redactor.for_config(config)  # for `main`'s last-resort messages too
-    max_cases = config.run.max_cases if config is not None else 1_000_000
-    suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
-    if config is not None:
-        suites = with_compare_defaults(config, suites)
-    return config, suites
+    config = load_config(args.targets)
+    args.redactor = Redactor.for_config(config)  # for `main`'s last-resort messages too
+    suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=config.run.max_cases)
+    return Session(config, suites)
 
 
-def with_compare_defaults(config: Config, suites: list[Suite]) -> list[Suite]:
-    """targets.yaml ``compare:`` under every suite's own rules."""
-    if config.compare == CompareRules():
-        return suites
-    return [replace(s, compare=s.compare.over(config.compare)) for s in suites]
+def _selection(args: argparse.Namespace) -> Selection:
+    return Selection(keyword=args.keyword, tags=tuple(args.tags), shard=args.shard)
 
 
-def _selector(args: argparse.Namespace, suites: list[Suite]) -> Callable[[], Iterator[Case]]:
-    from flamingo.expand import expand
-    from flamingo.select import compile_keyword, parse_shard, select
+def _run(session: Session, selection: Selection, options: RunOptions, console: Console,
+         progress: bool) -> int:  # fmt: skip
+    from flamingo.report.console import ConsoleObserver
 
-    keyword: str | None = args.keyword
-    if keyword:
-        compile_keyword(keyword)  # a bad expression is an input error now, not mid-run
-    shard = parse_shard(args.shard) if args.shard else None
-    tags = tuple(args.tags)
-
-    def cases() -> Iterator[Case]:
-        return select(expand(suites), keyword=keyword, tags=tags, shard=shard)
-
-    return cases
-
-
-def _known_total(args: argparse.Namespace, suites: list[Suite]) -> int | None:
-    """The selected case count without expanding, when nothing is filtered out."""
-    if args.keyword or args.tags or args.shard:
-        return None
-    return sum(suite.case_count for suite in suites)
+    run = session.run(selection, options, [ConsoleObserver(console, progress=progress)])
+    return run.wait().exit_code
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    config, suites = _load(args)
-    assert config is not None
     options = RunOptions(
         stage=args.stage,
         concurrency=args.concurrency,
         rate=args.rate,
         max_requests=args.max_requests,
         workers=args.workers,
-        out_dir=Path(args.out) if args.out else None,
-        progress=not args.no_progress,
+        out_dir=Path(args.out) if args.out else default_out_dir(),
     )
-    return execute(
-        config, _selector(args, suites), options, console, total=_known_total(args, suites)
-    )
+    return _run(_session(args), _selection(args), options, console, not args.no_progress)
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    config, suites = _load(args, targets_required=False)
+    from flamingo.load import load_config, load_suites
+
+    # The targets file is optional here (it gives the URLs); its compare: rules do not matter.
+    config = load_config(args.targets) if Path(args.targets).exists() else None
+    max_cases = config.run.max_cases if config is not None else 1_000_000
+    suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
     # A ${VAR} may sit in the base URL (a token in the path): never print it.
     base = Redactor.for_config(config).text(config.old.base_url) if config is not None else ""
     count = 0
     out = sys.stdout
-    for case in _selector(args, suites)():
+    for case in _selection(args).cases(suites):
         out.write(f"{case.id}\t{case.method}\t{base}{case.path}\n")
         count += 1
+    out.flush()
     print(f"{count} cases", file=sys.stderr)
     return 0
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    config, suites = _load(args)
-    from flamingo.expand import expand
-    from flamingo.load import load_accepted
-
-    assert config is not None
-    count = sum(1 for _ in expand(suites))
+    session = _session(args)
+    count = session.count()
     also = ""
-    if config.accepted_path is not None:
-        rules = load_accepted(config.accepted_path)
-        also = f", {config.accepted_path} ({len(rules)} accepted differences)"
-    print(f"ok: {args.targets}{also} and {len(suites)} suites ({count} cases) are valid")
+    judge = session.judge()  # reads and validates accepted.yaml
+    if judge.accepted is not None:
+        also = (
+            f", {session.config.accepted_path} ({len(judge.accepted.rules)} accepted differences)"
+        )
+    print(f"ok: {args.targets}{also} and {len(session.suites)} suites ({count} cases) are valid")
     return 0
 
 
@@ -338,7 +317,6 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
                 demo.process.wait()
         return 0
     suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
-    suites = with_compare_defaults(config, suites)
     with start_demo_process() as demo:
         config = replace(
             config,
@@ -350,15 +328,11 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             f"new proxy {demo.urls['new']}",
             highlight=False,
         )
-        args.keyword, args.tags, args.shard = None, [], None
         options = RunOptions(
-            stage=args.stage,
-            out_dir=Path(args.out) if args.out else None,
-            progress=not args.no_progress,
+            stage=args.stage, out_dir=Path(args.out) if args.out else default_out_dir()
         )
-        code = execute(
-            config, _selector(args, suites), options, console, total=_known_total(args, suites)
-        )
+        session = Session(config, suites)
+        code = _run(session, Selection(), options, console, not args.no_progress)
     if code == EXIT_HARNESS or args.strict:
         return code
     console.print(
@@ -369,21 +343,16 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_noise(args: argparse.Namespace, console: Console) -> int:
-    import json
-
     import yaml
 
     from flamingo.noise import suggest_rules
+    from flamingo.report.gate import read_noise
 
-    path = Path(args.suggest) / "gate.json"
-    try:
-        gate = json.loads(path.read_text(encoding="utf-8"))
-        entries = gate["noise"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read the learned noise: {exc}", str(path)) from None
+    entries = read_noise(Path(args.suggest))
     if not entries:
         print("# no noise was learned in this run (is compare: {noise: auto} set?)")
         return 0
+    path = Path(args.suggest) / "gate.json"
     for suite, rules in suggest_rules(entries).items():
         left = rules.pop("unsuggestable", None)
         print(f"# suite {suite}: add under its compare: (learned from {path})")

@@ -28,6 +28,7 @@ decisions depend only on those counts. The rows `entries()` returns feed gate.js
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from flamingo.compare import compare
@@ -325,8 +326,8 @@ def _token_class(examples: list[str]) -> str:
     return r"\w+"
 
 
-def suggest_rules(entries: list[dict[str, object]]) -> dict[str, dict[str, object]]:
-    """gate.json ``noise`` rows -> per suite, the ``compare:`` rules that make them explicit.
+def suggest_rules(entries: Iterable[NoiseEntry]) -> dict[str, dict[str, object]]:
+    """Learned noise -> per suite, the ``compare:`` rules that make it explicit.
 
     Headers become ``ignore_headers``, JSON paths ``ignore_json_paths``, text regions a ``mask``
     anchored on the text just before the region. Status codes and whole-body text noise cannot be
@@ -334,9 +335,9 @@ def suggest_rules(entries: list[dict[str, object]]) -> dict[str, dict[str, objec
     """
     by_suite: dict[str, dict[str, object]] = {}
     for entry in entries:
-        suite = str(entry["template"]).split("::", 1)[0]
+        suite = entry.template.split("::", 1)[0]
         rules = by_suite.setdefault(suite, {})
-        kind, location = str(entry["kind"]), str(entry["location"])
+        kind, location = entry.kind, entry.location
         if kind == "header":
             names = rules.setdefault("ignore_headers", [])
             assert isinstance(names, list)
@@ -347,10 +348,9 @@ def suggest_rules(entries: list[dict[str, object]]) -> dict[str, dict[str, objec
             assert isinstance(paths, list)
             if location not in paths:
                 paths.append(location)
-        elif kind == "body" and location.startswith("text~") and entry.get("context"):
-            examples = [str(e) for e in entry.get("examples") or []]  # type: ignore[attr-defined]
-            context = str(entry["context"])
-            pattern = re.escape(context) + _token_class(examples)
+        elif kind == "body" and location.startswith("text~") and entry.context:
+            context = entry.context
+            pattern = re.escape(context) + _token_class(list(entry.examples))
             masks = rules.setdefault("mask", [])
             assert isinstance(masks, list)
             mask = {"pattern": pattern, "replace": context.replace("\\", "\\\\") + "<noise>"}
@@ -359,7 +359,7 @@ def suggest_rules(entries: list[dict[str, object]]) -> dict[str, dict[str, objec
         else:
             left = rules.setdefault("unsuggestable", [])
             assert isinstance(left, list)
-            left.append(f"{entry['template']}: {kind} {location}")
+            left.append(f"{entry.template}: {kind} {location}")
     for rules in by_suite.values():
         for key in ("ignore_headers", "ignore_json_paths"):
             if isinstance(rules.get(key), list):

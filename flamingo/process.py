@@ -1,6 +1,6 @@
 """Process-level settings of a flamingo process: the event loop, the garbage collector, memory.
 
-Shared by the runner (the parent process) and the send workers (`flamingo.workers`).
+Shared by the engine (the judging process) and the send workers (`flamingo.workers`).
 """
 
 from __future__ import annotations

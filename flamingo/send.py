@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -377,6 +377,10 @@ class Pacer:
 
 
 TransportFactory = Callable[[Target, RunSettings], Transport]
+#: One case's exchanges: old, new, and old's replica when noise is learned.
+Triple = tuple[Exchange, Exchange, Exchange | None]
+#: Called with each case and its exchanges as they come back (in the judging process).
+Handle = Callable[[Case, Exchange, Exchange, Exchange | None], None]
 
 
 def pair_tasks(concurrency: int) -> int:
@@ -473,6 +477,76 @@ class Sender:
         )
         return old, new, replica
 
+    async def exchange(self, case: Request, learn: bool) -> Triple:
+        r"""What one case needs: old and new, plus old's replica when noise is ``learn``\ed.
+        The one place a case becomes its exchanges - in this process and in a send worker."""
+        if learn:
+            return await self.send_triple(case)
+        old, new = await self.send_pair(case)
+        return old, new, None
+
     async def aclose(self) -> None:
         for transport in self.transports.values():
             await transport.aclose()
+
+
+class SendEngine(Protocol):
+    """How a run's cases reach the targets: from this process (`LocalEngine`) or from forked
+    send workers (`flamingo.workers.SendPool`). The engine never asks which."""
+
+    async def run(self, cases: Iterator[Case], handle: Handle) -> str:
+        """Send every case, ``handle`` its exchanges as they come back; '' when every case was
+        sent, else why the run stopped early (a request cap). Cancelling it stops sending."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    @property
+    def peak_rss_mb(self) -> list[float | None]:
+        """The peak memory of each process this engine forked (none for a local one)."""
+        ...
+
+
+class LocalEngine:
+    """Sends from this process: `pair_tasks` tasks share one iterator of cases."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    @property
+    def peak_rss_mb(self) -> list[float | None]:
+        return []
+
+    async def run(self, cases: Iterator[Case], handle: Handle) -> str:
+        sender = self.sender
+        cap = sender.settings.max_requests
+        stopped = False
+
+        async def send_cases() -> None:
+            nonlocal stopped
+            for case in cases:  # a shared iterator: each case is taken by exactly one task
+                if stopped:
+                    return
+                learn = bool(case.compare.noise)
+                if not sender.reserve(3 if learn else 2):  # a hard cap: retries draw from it too
+                    stopped = True
+                    return
+                old, new, replica = await sender.exchange(case, learn)
+                handle(case, old, new, replica)
+
+        tasks = [
+            asyncio.ensure_future(send_cases())
+            for _ in range(pair_tasks(sender.settings.concurrency))
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if stopped or sender.budget_exhausted:  # a retry refused by the cap stops the run too
+            return f"--max-requests {cap} reached"
+        return ""
+
+    async def aclose(self) -> None:
+        await self.sender.aclose()

@@ -48,12 +48,10 @@ from typing import Any
 
 from flamingo.model import Case, Exchange, RunSettings, Target
 from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
-from flamingo.send import Sender, TransportFactory, WireRequest, pair_tasks
+from flamingo.send import Handle, Sender, TransportFactory, WireRequest, pair_tasks
 
 #: Seconds a worker gets to exit after its socket is closed, before it is killed.
 EXIT_GRACE = 5.0
-
-Handle = Callable[[Case, Exchange, Exchange, Exchange | None], None]
 
 
 def fork_available() -> bool:
@@ -145,7 +143,7 @@ def _worker_main(
     factory: TransportFactory,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's deferral (runner.py)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's deferral (engine.py)
     for other in inherited:  # the parent's ends of earlier workers: they must see EOF, not us
         other.close()
     loop = new_event_loop()
@@ -186,14 +184,10 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
         try:
             while (job := await queue.get()) is not None:
                 seq, learn, request = job
-                replica_exchange: Exchange | None = None
-                if learn:
-                    old_exchange, new_exchange, replica_exchange = await sender.send_triple(request)
-                else:
-                    old_exchange, new_exchange = await sender.send_pair(request)
+                old, new, replica = await sender.exchange(request, learn)
                 if not outbox:
                     loop.call_soon(flush)
-                outbox.append((seq, old_exchange, new_exchange, replica_exchange))
+                outbox.append((seq, old, new, replica))
         except Exception:
             crash()
             raise
@@ -317,10 +311,14 @@ class SendPool:
                 worker.process.kill()
                 worker.process.join(EXIT_GRACE)
 
-    async def run(self, cases: Iterator[Case], handle: Handle) -> None:
+    async def aclose(self) -> None:
+        """Nothing to do in the event loop: `close` (leaving the context) reaps the workers."""
+
+    async def run(self, cases: Iterator[Case], handle: Handle) -> str:
         """Send every case through the workers; ``handle`` each exchange as it comes back.
 
-        Returns when every case came back; raises `WorkerFailed` when a worker died. Cancelling
+        Returns '' when every case came back (a pooled run has no request cap: see `plan`);
+        raises `WorkerFailed` when a worker died. Cancelling
         it (a signal) closes the workers' sockets: they stop, and what they had in flight is
         dropped (it was never judged, so nothing judged is lost).
         """
@@ -389,6 +387,7 @@ class SendPool:
             jobs.append(asyncio.ensure_future(collect(worker, reader, room)))
         try:
             await asyncio.gather(*jobs)
+            return ""
         finally:
             for job in jobs:
                 job.cancel()

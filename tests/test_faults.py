@@ -416,12 +416,12 @@ def test_sigint_mid_run_flushes_results_and_reports_error(
 # --------------------------------------------------------------------------------------------
 
 
-def _in_process_run(tmp_path: Path, url: str, cases: int, wrap: Any = None) -> tuple[int, Path]:
+def _in_process_run(tmp_path: Path, url: str, cases: int) -> tuple[int, Path]:
     from rich.console import Console
 
-    from flamingo.expand import expand
+    from flamingo.engine import RunOptions, Session
     from flamingo.load import load_config, load_suites
-    from flamingo.runner import RunOptions, execute
+    from flamingo.report.console import ConsoleObserver
 
     suite = tmp_path / "many.yaml"
     suite.write_text(
@@ -429,35 +429,28 @@ def _in_process_run(tmp_path: Path, url: str, cases: int, wrap: Any = None) -> t
         f"    matrix: {{ i: [{', '.join(map(str, range(cases)))}] }}\n"
     )
     config = load_config(write_targets(tmp_path / "t.yaml", url, url))
-    suites = load_suites([suite])
-
-    def all_cases() -> Iterator[Any]:
-        return expand(suites)
-
+    session = Session(config, load_suites([suite]))
     out = tmp_path / "out"
     with open(tmp_path / "console.txt", "w") as sink:
-        code = execute(
-            config,
-            wrap(all_cases) if wrap else all_cases,
-            RunOptions(out_dir=out, progress=False),
-            Console(file=sink),
-        )
-    return code, out
+        observer = ConsoleObserver(Console(file=sink), progress=False)
+        summary = session.run(options=RunOptions(out_dir=out), observers=[observer]).wait()
+    return summary.exit_code, out
 
 
 def test_a_signal_while_cases_are_counted_sends_nothing_and_reports_error(
-    servers: ServerFactory, tmp_path: Path
+    servers: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flamingo.engine import Session
+
     server = servers(name="idle")
+    count = Session.count
 
-    def signalled(cases: Any) -> Any:
-        def first_pass_signals() -> Iterator[Any]:
-            os.kill(os.getpid(), signal.SIGTERM)  # as a rollout controller would, early
-            return cases()
+    def count_and_signal(self: Session, *args: Any) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # as a rollout controller would, early
+        return count(self, *args)
 
-        return first_pass_signals
-
-    code, out = _in_process_run(tmp_path, server.url, 50, wrap=signalled)
+    monkeypatch.setattr(Session, "count", count_and_signal)
+    code, out = _in_process_run(tmp_path, server.url, 50)
     assert code == 3
     gate = read_gate(out)
     assert gate["verdict"] == "error"

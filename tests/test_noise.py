@@ -16,7 +16,14 @@ from flamingo.errors import InputError
 from flamingo.judge import Tally, judge_case
 from flamingo.load import parse_accepted
 from flamingo.model import Case, CaseResult, CompareRules, Difference, Response
-from flamingo.noise import NoiseLearner, NoiseModel, apply_noise, suggest_rules, text_regions
+from flamingo.noise import (
+    NoiseEntry,
+    NoiseLearner,
+    NoiseModel,
+    apply_noise,
+    suggest_rules,
+    text_regions,
+)
 from flamingo.signature import change_shape, describe, signature_id, signature_key
 
 NOISY = CompareRules(noise=True)
@@ -116,20 +123,17 @@ def test_replica_error_learns_nothing_and_is_kept() -> None:
 
 
 def test_suggest_rules() -> None:
+    def entry(template: str, kind: str, location: str, *examples: str, context: str = "") -> Any:
+        return NoiseEntry(template, kind, location, 1, 10, examples, context)
+
     rows = [
-        {"template": "api::x", "kind": "header", "location": "x-request-id"},
-        {"template": "api::y", "kind": "header", "location": "x-request-id"},
-        {"template": "api::x", "kind": "body", "location": "$.items[*].updated_at"},
-        {"template": "api::x", "kind": "status", "location": "status"},
-        {
-            "template": "web::p",
-            "kind": "body",
-            "location": "text~5",
-            "examples": ["0a1b", "ff00"],
-            "context": "req ",
-        },
+        entry("api::x", "header", "x-request-id"),
+        entry("api::y", "header", "x-request-id"),
+        entry("api::x", "body", "$.items[*].updated_at"),
+        entry("api::x", "status", "status"),
+        entry("web::p", "body", "text~5", "0a1b", "ff00", context="req "),
     ]
-    rules = suggest_rules(rows)  # type: ignore[arg-type]
+    rules = suggest_rules(rows)
     assert rules["api"]["ignore_headers"] == ["x-request-id"]
     assert rules["api"]["ignore_json_paths"] == ["$.items[*].updated_at"]
     assert rules["api"]["unsuggestable"] == ["api::x: status status"]

@@ -29,10 +29,10 @@ from faultserver import (
 )
 from rich.console import Console
 
-from flamingo.expand import expand
+from flamingo.engine import RunOptions, Session
 from flamingo.load import load_config, load_suites
+from flamingo.report.console import ConsoleObserver
 from flamingo.report.redact import REDACTED, Redactor, credential_values
-from flamingo.runner import RunOptions, execute
 
 NEW_TOKEN = "sup3r-s3cret-planted-value"
 API_KEY = "planted-k3y-0x5e9a"
@@ -195,13 +195,9 @@ def test_crash_log_and_reason_are_redacted(
 
     screen = io.StringIO()
     out = tmp_path / "out"
-    code = execute(
-        config,
-        lambda: expand(suites),
-        RunOptions(out_dir=out, progress=False),
-        Console(file=screen, width=300),
-        transport_factory=Exploding,  # type: ignore[arg-type]
-    )
+    session = Session(config, suites, transport_factory=Exploding)  # type: ignore[arg-type]
+    observer = ConsoleObserver(Console(file=screen, width=300), progress=False)
+    code = session.run(options=RunOptions(out_dir=out), observers=[observer]).wait().exit_code
     assert code == 3
     crash = (out / "crash.log").read_text()
     assert "RuntimeError: boom" in crash and REDACTED in crash
@@ -233,13 +229,13 @@ def test_internal_error_outside_a_run_is_redacted(
     suite = tmp_path / "secrets.yaml"
     suite.write_text(SUITE)
 
-    def broken(config: object, *args: object, **kwargs: object) -> int:
-        raise RuntimeError(f"bug with {config!r}")
+    def broken(session: Session, *args: object, **kwargs: object) -> int:
+        raise RuntimeError(f"bug with {session.config!r}")
 
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("FLAMINGO_DEBUG", debug)
-    monkeypatch.setattr(flamingo.cli, "execute", broken)
+    monkeypatch.setattr(flamingo.cli, "_run", broken)
     code = flamingo.cli.main(["run", "--targets", str(targets), "--suites", str(suite)])
     assert code == 3
     err = capsys.readouterr().err

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,10 @@ from faultserver import (
     read_rows,
     write_targets,
 )
-from rich.console import Console
 
-from flamingo.expand import expand
+from flamingo.engine import RunOptions, Session
 from flamingo.load import load_config, load_suites
 from flamingo.model import Case, Exchange, Response, RunSettings, Target
-from flamingo.runner import RunOptions, execute
 from flamingo.workers import AUTO_MAX_WORKERS, AUTO_MIN_CASES, cpu_count, plan, worker_settings
 
 
@@ -197,17 +194,12 @@ def _failing_factory(how: str) -> Any:
 def test_a_failing_worker_fails_the_run_closed(how: str, reason: str, tmp_path: Path) -> None:
     targets = write_targets(tmp_path / "t.yaml", "http://127.0.0.1:9", "http://127.0.0.1:9")
     suite = many_suite(tmp_path / "many.yaml", "/ok", 200)
-    config = load_config(targets)
-    suites = load_suites([suite])
-
-    def cases() -> Iterator[Case]:
-        return expand(suites)
-
+    session = Session(
+        load_config(targets), load_suites([suite]), transport_factory=_failing_factory(how)
+    )
     out = tmp_path / "out"
-    options = RunOptions(out_dir=out, workers=2, concurrency=4, progress=False)
-    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - closed with the test process
-    code = execute(config, cases, options, console, transport_factory=_failing_factory(how))
-    assert code == 3
+    summary = session.run(options=RunOptions(out_dir=out, workers=2, concurrency=4)).wait()
+    assert summary.exit_code == 3
     gate = read_gate(out)
     assert gate["verdict"] == "error"
     assert re.match(reason, gate["reason"]), gate["reason"]

@@ -6,8 +6,9 @@ progress bar is shown; elsewhere (CI logs) one plain progress line every few sec
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -20,8 +21,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flamingo.engine import Observer
 from flamingo.model import Totals
 from flamingo.report.redact import Redactor
+
+if TYPE_CHECKING:
+    from flamingo.engine import RunStart, RunSummary
 
 _STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
 
@@ -29,16 +34,12 @@ _STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
 class LiveProgress:
     """Progress of the cases being judged: done/total, cases per second and outcomes so far."""
 
-    #: Seconds between two updates worth making (see `due`).
-    INTERVAL = 0.1
-
     def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
         self.console = console
         self.total = total
         self.enabled = enabled
         self.started = time.monotonic()
         self._last_plain = self.started
-        self._next_update = self.started
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -57,21 +58,6 @@ class LiveProgress:
             self._progress.start()
             self._task = self._progress.add_task("run", total=self.total, rate=0.0, outcomes="")
         return self
-
-    def due(self) -> bool:
-        """True when an `update` is worth making now: at most every `INTERVAL` seconds.
-
-        The bar redraws 8 times a second whatever it is told, so updating it per case (thousands
-        per second, each formatting the outcomes and taking rich's lock) only burns the CPU the
-        run needs. One clock read per case instead.
-        """
-        if not self.enabled:
-            return False
-        now = time.monotonic()
-        if now < self._next_update:
-            return False
-        self._next_update = now + self.INTERVAL
-        return True
 
     def update(self, totals: Totals) -> None:
         if not self.enabled:
@@ -157,3 +143,42 @@ def print_summary(
     reason = f" ({redactor.text(gate['reason'])})" if gate.get("reason") else ""
     console.print(f"verdict: [{_STYLE[verdict]}]{verdict.upper()}[/]{reason}")
     console.print(f"report: {out_dir}", highlight=False)
+
+
+class ConsoleObserver(Observer):
+    """The console front of a run: a header line, the live progress, the summary."""
+
+    def __init__(self, console: Console, progress: bool = True) -> None:
+        self.console = console
+        self.show_progress = progress
+        self._live: LiveProgress | None = None
+        self._redactor = Redactor()
+
+    def started(self, run: RunStart) -> None:
+        config, settings = run.config, run.settings
+        self._redactor = run.redactor
+        workers = settings.workers
+        self.console.print(
+            run.redactor.text(
+                f"flamingo: {run.total} cases · old {config.old.base_url} · "
+                f"new {config.new.base_url} · concurrency {settings.concurrency}"
+                + (f" · {workers} send workers" if workers > 1 else "")
+                + (f" (fewer: {run.fewer_workers})" if run.fewer_workers else "")
+            ),
+            highlight=False,
+        )
+        self._live = LiveProgress(self.console, run.total, enabled=self.show_progress)
+        self._live.__enter__()
+
+    def progress(self, totals: Totals) -> None:
+        if self._live is not None:
+            self._live.update(totals)
+
+    def finished(self, summary: RunSummary) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+        out = str(summary.out_dir) if summary.out_dir is not None else "(no files written)"
+        print_summary(self.console, summary.document, out, self._redactor)
+        if summary.gate.reason and summary.gate.verdict == "error":
+            print(f"flamingo: {self._redactor.text(summary.gate.reason)}", file=sys.stderr)

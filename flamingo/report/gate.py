@@ -1,0 +1,101 @@
+"""The gate document (gate.json, CONTRACT §6): built from a run's records by one function, and
+read back into records at this edge (``flamingo noise``) - the pure core never parses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flamingo.errors import InputError
+from flamingo.noise import NoiseEntry
+from flamingo.signature import describe as describe_signature
+
+if TYPE_CHECKING:
+    from flamingo.engine import RunSummary
+
+
+def gate_document(summary: RunSummary) -> dict[str, Any]:
+    """gate.json of a finished run (not yet redacted: `RunFiles.finish` does that)."""
+    gate, settings, config = summary.gate, summary.settings, summary.config
+    cases = gate.totals.cases
+    doc: dict[str, Any] = {
+        "verdict": gate.verdict,
+        "stage": gate.stage,
+        "totals": gate.totals.as_dict(),
+        "checks": [
+            {"name": c.name, "threshold": c.threshold, "observed": c.observed, "passed": c.passed}
+            for c in gate.checks
+        ],
+        "started_at": summary.started_at,
+        "finished_at": summary.finished_at,
+    }
+    if gate.reason:
+        doc["reason"] = gate.reason
+    doc["elapsed_s"] = summary.elapsed_s
+    doc["targets"] = {"old": config.old.base_url, "new": config.new.base_url}
+    doc["settings"] = {
+        "concurrency": settings.concurrency,
+        "rate_limit": settings.rate_limit,
+        "timeout_s": settings.timeout,
+        "retries": settings.retries,
+        "workers": settings.workers,
+    }
+    doc["latency"] = summary.latency
+    doc["peak_rss_mb"] = summary.peak_rss_mb
+    if summary.peak_rss_mb_by_process:
+        doc["peak_rss_mb_by_process"] = list(summary.peak_rss_mb_by_process)
+    doc["signatures"] = [
+        {
+            "id": row.id,
+            "template": row.key[0],
+            "kind": row.key[1],
+            "location": row.key[2],
+            "change": row.key[3],
+            "description": describe_signature(row.key),
+            "example_change": row.example_change,
+            "count": row.count,
+            "share": round(row.count / cases, 6) if cases else 0.0,
+            "examples": list(row.examples),
+        }
+        for row in summary.signatures
+    ]
+    doc["noise"] = [noise_row(entry) for entry in summary.noise]
+    if summary.accepted is not None:
+        doc["accepted"] = summary.accepted
+    return doc
+
+
+def noise_row(entry: NoiseEntry) -> dict[str, Any]:
+    return {
+        "template": entry.template,
+        "kind": entry.kind,
+        "location": entry.location,
+        "differing": entry.differing,
+        "samples": entry.samples,
+        "rate": round(entry.rate, 6),
+        "examples": list(entry.examples),
+        "context": entry.context,
+    }
+
+
+def read_noise(run_dir: Path) -> tuple[NoiseEntry, ...]:
+    """The noise a finished run learned, as records, from its gate.json (`InputError` when the
+    folder holds no readable gate document)."""
+    path = run_dir / "gate.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["noise"]
+        return tuple(
+            NoiseEntry(
+                template=str(row["template"]),
+                kind=str(row["kind"]),
+                location=str(row["location"]),
+                differing=int(row["differing"]),
+                samples=int(row["samples"]),
+                examples=tuple(str(e) for e in row.get("examples") or ()),
+                context=str(row.get("context") or ""),
+            )
+            for row in rows
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"cannot read the learned noise: {exc}", str(path)) from None
