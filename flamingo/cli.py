@@ -188,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="send from N processes, judge in one (override run.workers; default auto)",
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--old", metavar="DIR", help="judge new against a baseline (flamingo record) as old"
+    )
+    run.add_argument(
+        "--record-old", metavar="DIR", help="also record what old answers as a baseline in DIR"
+    )
+
+    record = sub.add_parser("record", help="store one target's responses as a baseline")
+    _add_files(record)
+    record.add_argument("--target", required=True, metavar="NAME", help="old, new, old_replica")
+    record.add_argument("--out", required=True, metavar="DIR", help="the baseline directory")
+    _add_selection(record)
+    record.add_argument(
+        "--concurrency", type=_positive_int, metavar="N", help="override run.concurrency"
+    )
+    record.add_argument(
+        "--rate", type=_non_negative_float, metavar="RPS", help="override run.rate_limit"
+    )
+    record.add_argument("--no-progress", action="store_true", help="no live progress display")
 
     lst = sub.add_parser("list", help="print the expanded cases; sends nothing")
     _add_files(lst)
@@ -257,7 +276,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers,
         out_dir=Path(args.out) if args.out else default_out_dir(),
     )
-    return _run(_session(args), _selection(args), options, console, not args.no_progress)
+    session = _session(args)
+    if args.old is None and args.record_old is None:
+        return _run(session, _selection(args), options, console, not args.no_progress)
+    from flamingo.baseline import baseline_run
+
+    return baseline_run(session, _selection(args), options, console, args)
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -364,6 +388,13 @@ def cmd_noise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.baseline import baseline_run
+
+    options = RunOptions(concurrency=args.concurrency, rate=args.rate)
+    return baseline_run(_session(args), _selection(args), options, console, args)
+
+
 def cmd_import(args: argparse.Namespace, console: Console) -> int:
     from flamingo.traffic.cli import import_traffic
 
@@ -377,6 +408,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "noise": cmd_noise,
     "import": cmd_import,
+    "record": cmd_record,
 }
 
 

@@ -244,7 +244,9 @@ class Case:
 # Exchanges (what send returns)
 # --------------------------------------------------------------------------------------------
 
-ErrorKind = Literal["connect", "timeout", "reset", "tls", "protocol", "refused-by-policy"]
+ErrorKind = Literal[
+    "connect", "timeout", "reset", "tls", "protocol", "refused-by-policy", "not-recorded"
+]
 
 
 @dataclass(frozen=True)
