@@ -17,6 +17,12 @@ Theory of operation:
   (they would not survive ``json.dumps``). Tags that build non-JSON values (``!!binary``,
   ``!!set``, ``!!timestamp``, ...) are refused.
 - Duplicate keys in one mapping are an error (PyYAML would silently keep the last one).
+- Aliases are bounded while the document is composed, before anything is constructed: the
+  nodes they add (an alias counts the whole expanded subtree it points at) may not exceed
+  `MAX_ALIAS_NODES` per document, and an alias to a node that contains it is refused. A
+  "billion laughs" file (nine levels of ``&a [*a, *a, ...]``) is one small graph to PyYAML but
+  ~10^9 values to every walk that follows (substitution, templates, JSON bodies); it is an input
+  error at the line of the alias that crosses the bound, in milliseconds.
 - Every failure, from undecodable bytes to a scanner error, becomes an ``InputError`` with the
   file and the line of the problem; no yaml exception escapes.
 """
@@ -30,7 +36,8 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.events import AliasEvent
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from flamingo.errors import InputError
 
@@ -112,10 +119,84 @@ _REFUSED_TAGS = (
 )
 
 
+#: Nodes that aliases may add to one YAML document (each alias adds the expanded size of the
+#: node it points at). Sharing a block of headers across a few hundred requests stays far below;
+#: an alias bomb crosses it within its first levels.
+MAX_ALIAS_NODES = 100_000
+
+
 class FlamingoLoader(yaml.SafeLoader):
-    """``SafeLoader`` with YAML 1.2 core scalars and line-aware ``YMap``/``YList`` containers."""
+    """``SafeLoader`` with YAML 1.2 core scalars and line-aware ``YMap``/``YList`` containers,
+    and aliases bounded at composition (`MAX_ALIAS_NODES`)."""
 
     file: str = "<string>"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes in its expanded subtree
+        self._open: set[str] = set()  # anchors whose node is still being composed
+        self._alias_nodes = 0
+
+    def compose_document(self) -> Node | None:
+        self._sizes, self._open, self._alias_nodes = {}, set(), 0
+        node: Node | None = super().compose_document()
+        self._sizes = {}
+        return node
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, AliasEvent):
+            line = int(event.start_mark.line) + 1 if event.start_mark is not None else 1
+            if event.anchor in self._open:
+                message = f"YAML alias '*{event.anchor}' refers to a node that contains it"
+                raise InputError(message, self.file, line)
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else PyYAML's own "undefined alias" error follows
+                self._alias_nodes += self._expanded_size(target)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise InputError(
+                        f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes "
+                        f"(at alias '*{event.anchor}'); write the data out or share less",
+                        self.file,
+                        line,
+                    )
+            node: Node | None = super().compose_node(parent, index)
+            return node
+        anchor = getattr(event, "anchor", None)
+        if anchor is None:
+            node = super().compose_node(parent, index)
+            return node
+        self._open.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._open.discard(anchor)
+        return node
+
+    def _expanded_size(self, root: Node) -> int:
+        """Nodes in ``root``'s subtree with every alias expanded (memoized per node: an anchored
+        subtree is complete by the time an alias can point at it, so sizes never change)."""
+        sizes = self._sizes
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if id(node) in sizes:
+                continue
+            children = _children(node)
+            if children_done or not children:
+                sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+                continue
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+        return sizes[id(root)]
+
+
+def _children(node: Node) -> list[Node]:
+    if not isinstance(node, CollectionNode):
+        return []
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value)
 
 
 # A fresh table (not a copy of SafeLoader's): only the core-schema resolvers below apply.

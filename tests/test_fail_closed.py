@@ -10,12 +10,15 @@ threshold written in the file allows its rate.
 from __future__ import annotations
 
 import json
+import re
+import resource
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faultserver import ServerFactory
+from faultserver import ServerFactory, flamingo_command
 
 from flamingo.cli import main
 
@@ -167,3 +170,70 @@ def test_all_matching_run_passes_without_gates(tmp_path: Path, servers: ServerFa
     gate = gate_of(out)
     assert gate["verdict"] == "pass" and gate["totals"]["match"] == 4
     assert [c["name"] for c in gate["checks"]] == ["min_match_rate", "max_error_rate", "min_cases"]
+
+
+# --------------------------------------------------------------------------------------------
+# YAML alias bombs (item 6): an input error with FILE:LINE, found while composing
+# --------------------------------------------------------------------------------------------
+
+
+def alias_bomb(indent: str, levels: int = 9, width: int = 9) -> str:
+    """Nine levels of ``&a [*a x9]``: ~4*10^8 values once expanded."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def limited_flamingo(*args: object) -> subprocess.CompletedProcess[str]:
+    """The real command in a child with 2 GiB of address space, so a bomb that is not stopped
+    ends as a MemoryError or a timeout (the test then fails) instead of eating the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        flamingo_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("where", ["suite", "targets", "accepted"])
+def test_yaml_alias_bomb_is_an_input_error(where: str, tmp_path: Path) -> None:
+    suite_text = "suite: bomb\nrequests:\n  - name: r\n    path: /\n"
+    targets_text = "targets:\n  old: {base_url: 'http://127.0.0.1:9'}\n  new: {base_url: 'http://127.0.0.1:9'}\n"
+    accepted_text = "accepted:\n  - {kind: status, location: status, reason: ok}\n"
+    if where == "suite":
+        suite_text += "    json:\n" + alias_bomb("      ")
+    elif where == "targets":
+        targets_text += "compare:\n  x-bomb:\n" + alias_bomb("    ")
+    else:
+        accepted_text += "extra:\n" + alias_bomb("  ")
+    targets_text += "accepted: accepted.yaml\n"
+    (tmp_path / "s.yaml").write_text(suite_text)
+    (tmp_path / "t.yaml").write_text(targets_text)
+    (tmp_path / "accepted.yaml").write_text(accepted_text)
+    done = limited_flamingo(
+        "check", "--targets", tmp_path / "t.yaml", "--suites", tmp_path / "s.yaml"
+    )
+    assert done.returncode == 2, done.stderr
+    file = {"suite": "s.yaml", "targets": "t.yaml", "accepted": "accepted.yaml"}[where]
+    first = done.stderr.splitlines()[0]
+    assert re.match(rf".*{file}:\d+: YAML aliases expand to more than 100,000 nodes", first), first
+
+
+def test_a_recursive_alias_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "suite: s\nrequests:\n  - name: r\n    path: /\n    json: &j [1, *j]\n"
+    )
+    (tmp_path / "t.yaml").write_text(
+        "targets:\n  old: {base_url: 'http://127.0.0.1:9'}\n  new: {base_url: 'http://127.0.0.1:9'}\n"
+    )
+    done = limited_flamingo(
+        "check", "--targets", tmp_path / "t.yaml", "--suites", tmp_path / "s.yaml"
+    )
+    assert done.returncode == 2, done.stderr
+    assert "s.yaml:5: YAML alias '*j' refers to a node that contains it" in done.stderr
