@@ -30,6 +30,7 @@ from flamingo.engine import (
     default_out_dir,
 )
 from flamingo.errors import FlamingoError, InputError
+from flamingo.process import SIGNALS, Interrupted
 from flamingo.report.redact import Redactor
 
 DEFAULT_TARGETS = "targets.yaml"
@@ -337,7 +338,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         }
         with start_demo_process(old_port=ports["old"], new_port=ports["new"]) as demo:
             console.print(f"demo targets: {demo.urls} — Ctrl-C to stop", highlight=False)
-            with contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(Interrupted, KeyboardInterrupt):
                 demo.process.wait()
         return 0
     suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
@@ -452,6 +453,13 @@ _PRINTING = frozenset({"list", "check", "noise"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `python -m flamingo` took the signals before its imports; a caller in-process gets them
+    # for this call only.
+    with SIGNALS.session():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parse(build_parser(), argv)
     # Off a terminal (CI logs) rich would wrap tables at 80 columns; logs have room.
     console = Console(
@@ -460,7 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         width=None if sys.stdout.isatty() else 160,
     )
     try:
-        return COMMANDS[args.command](args, console)
+        with SIGNALS.raising():  # the engine defers them where stopping at once is not safe
+            return COMMANDS[args.command](args, console)
+    except Interrupted as exc:  # while loading, counting or listing: nothing was sent
+        return _interrupted(args, exc)
     except InputError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INPUT
@@ -479,6 +490,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("FLAMINGO_DEBUG"):
             print(_redacted(args, traceback.format_exc()), file=sys.stderr, end="")
         return EXIT_HARNESS
+
+
+def _interrupted(args: argparse.Namespace, exc: Interrupted) -> int:
+    """Told to stop before a run began: say so, and when the run's --out is known leave a
+    gate.json (``error``) there, as every interrupted run does."""
+    runs = args.command in ("run", "demo")
+    reason = f"{exc} before any case was sent" if runs else str(exc)
+    print(f"flamingo: {reason}", file=sys.stderr)
+    out = getattr(args, "out", None)
+    if out and runs:
+        with SIGNALS.deferring():
+            from flamingo.report.files import write_unrun
+
+            try:
+                write_unrun(Path(out), args.stage, reason)
+            except OSError as error:
+                print(f"flamingo: cannot write to {out}: {error.strerror}", file=sys.stderr)
+    return EXIT_HARNESS
 
 
 def _redacted(args: argparse.Namespace, text: str) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 import traceback
 from collections import deque
@@ -55,7 +54,14 @@ from flamingo.model import (
     Totals,
 )
 from flamingo.noise import NoiseEntry, NoiseLearner, NoiseModel
-from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
+from flamingo.process import (
+    SIGNALS,
+    Interrupted,
+    SignalGuard,
+    new_event_loop,
+    peak_rss_mb,
+    quiet_gc,
+)
 from flamingo.report.redact import Redactor
 from flamingo.send import (
     UNSAFE_METHODS,
@@ -255,43 +261,6 @@ class CaseJudge:
 
 
 # --------------------------------------------------------------------------------------------
-# Signals
-# --------------------------------------------------------------------------------------------
-
-
-class DeferredSignals:
-    """SIGINT/SIGTERM outside the send loop: noted, not raised, so a run that is told to stop
-    while it counts cases or writes its report still leaves a complete gate.json (``error``).
-
-    The send loop installs its own handlers (which stop the run at once); `install` puts these
-    back after it. Off the main thread (where Python cannot set handlers) this does nothing.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received = ""
-        self._saved: dict[int, Any] = {}
-
-    def _note(self, signum: int, frame: object) -> None:
-        self.received = self.received or signal.Signals(signum).name
-
-    def install(self) -> None:
-        for sig in self.SIGNALS:
-            with contextlib.suppress(ValueError):  # not the main thread
-                previous = signal.signal(sig, self._note)
-                self._saved.setdefault(sig, previous)
-
-    def __enter__(self) -> DeferredSignals:
-        self.install()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for sig, previous in self._saved.items():
-            signal.signal(sig, previous)
-
-
-# --------------------------------------------------------------------------------------------
 # The session
 # --------------------------------------------------------------------------------------------
 
@@ -455,15 +424,19 @@ class Run:
         if self._started:
             raise HarnessError("a run can be run only once; ask the session for another")
         self._started = True
-        with DeferredSignals() as signals:
+        with SIGNALS.session() as signals, signals.deferring():
             yield from self._run(stepping, signals)
 
-    def _run(self, stepping: bool, signals: DeferredSignals) -> Iterator[list[CaseResult]]:
+    def _run(self, stepping: bool, signals: SignalGuard) -> Iterator[list[CaseResult]]:
         from flamingo.report.files import RunFiles
         from flamingo.report.gate import gate_document
 
         session, config = self.session, self.session.config
-        total = session.count(self.selection)
+        try:
+            with signals.raising():  # told to stop while counting: stop counting at once
+                total = session.count(self.selection)
+        except Interrupted:
+            total = 0  # nothing is sent (`reason` below)
         judge = session.judge()
         redactor = session.redactor
         out_dir = self.options.out_dir
@@ -523,7 +496,6 @@ class Run:
             finally:
                 stepper.close()  # a consumer that stopped iterating: stop sending first
                 loop.close()
-                signals.install()  # the loop's own handlers are gone: defer again while writing
             if buffer:
                 yield list(buffer)
                 buffer.clear()
@@ -599,7 +571,7 @@ class _Steps:
         cases: Iterator[Case],
         judge: CaseJudge,
         sink: Callable[[CaseResult], None],
-        signals: DeferredSignals,
+        signals: SignalGuard,
     ) -> None:
         self.loop = loop
         self.engine = engine
@@ -644,12 +616,13 @@ class _Steps:
             self.reason = f"interrupted by {name}"
             task.cancel()
 
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal, sig.name)
-                installed.append(sig)
-        if self.signals.received:  # arrived after the count, before these
+        def from_handler(name: str) -> None:  # in the signal handler: only schedule the stop
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the stop is under way
+                loop.call_soon_threadsafe(on_signal, name)
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.signals.calling(from_handler))
+        if self.signals.received:  # arrived after the count, before the loop
             on_signal(self.signals.received)
         try:
             stopped = await task
@@ -659,8 +632,7 @@ class _Steps:
                 self.reason = "interrupted"
                 raise
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            stack.close()  # back to deferring: closing and flushing below is not interrupted
             await self.engine.aclose()
             for (
                 result

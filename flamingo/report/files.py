@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
-from flamingo.model import CaseResult, Exchange, GateResult, Response
+from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
 from flamingo.report import html
 from flamingo.report.redact import Redactor, credentials_of, quiet
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
@@ -281,3 +281,22 @@ class RunFiles:
         tmp = path.with_name(name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def write_unrun(out_dir: Path, stage: str | None, reason: str) -> None:
+    """The files of a run stopped before it began (told to stop while loading): verdict
+    ``error``, no case judged, and why - as every interrupted run leaves them."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    gate = GateResult("error", stage, Totals(), (), reason)
+    doc: dict[str, Any] = {
+        "verdict": gate.verdict,
+        "stage": stage,
+        "totals": gate.totals.as_dict(),
+        "checks": [],
+        "started_at": now,
+        "finished_at": now,
+        "reason": reason,
+    }
+    RunFiles(out_dir, Redactor()).finish(gate, doc, now)
