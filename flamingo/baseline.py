@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -442,37 +442,57 @@ class Baseline:
 
 
 class ReplayTransport:
-    """Answers from a `Baseline`: the recorded exchanges of a request, in turn."""
+    """Answers from one or more `Baseline`\\s: the recorded exchanges of a request, in turn.
 
-    def __init__(self, baseline: Baseline) -> None:
-        self.baseline = baseline
-        self.objects = _Objects(baseline.path / OBJECTS)
+    With several recordings, their answers to one request alternate (first of each, then second
+    of each, ...): ``old`` and its noise twin then get answers recorded at different times, the
+    volatility evidence that only several recordings have.
+    """
+
+    def __init__(self, baselines: Sequence[Baseline]) -> None:
+        self.baselines = list(baselines)
+        self.objects = [_Objects(b.path / OBJECTS) for b in self.baselines]
         self._turn: dict[str, int] = {}
+        self._answers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+
+    def _recorded(self, key: str) -> list[tuple[int, dict[str, Any]]]:
+        answers = self._answers.get(key)
+        if answers is None:
+            lists = [b.entries.get(key, []) for b in self.baselines]
+            answers = [
+                (which, answers_of[turn])
+                for turn in range(max(map(len, lists), default=0))
+                for which, answers_of in enumerate(lists)
+                if turn < len(answers_of)
+            ]
+            self._answers[key] = answers
+        return answers
 
     async def send(self, case: Request) -> Exchange:
         key = request_key(case)
-        recorded = self.baseline.entries.get(key)
+        recorded = self._recorded(key)
         if not recorded:
+            where = ", ".join(str(b.path) for b in self.baselines)
             return TransportError(
                 "not-recorded",
-                f"not in the baseline {self.baseline.path}: no recorded response to "
-                f"{case.method} {case.path}",
+                f"not in the baseline {where}: no recorded response to {case.method} {case.path}",
                 0.0,
             )
         turn = self._turn.get(key, 0)
         self._turn[key] = turn + 1
-        return decode_exchange(recorded[turn % len(recorded)], self.objects)
+        which, exchange = recorded[turn % len(recorded)]
+        return decode_exchange(exchange, self.objects[which])
 
     async def aclose(self) -> None:
         return None
 
 
 def replay_factory(
-    inner: TransportFactory, baseline: Baseline, names: Iterable[str]
+    inner: TransportFactory, baselines: Sequence[Baseline], names: Iterable[str]
 ) -> TransportFactory:
-    """``inner``, but the targets in ``names`` are answered from ``baseline``."""
+    """``inner``, but the targets in ``names`` are answered from ``baselines``."""
     replayed = frozenset(names)
-    replay = ReplayTransport(baseline)  # one for old and its noise twin: they share the turns
+    replay = ReplayTransport(baselines)  # one for old and its noise twin: they share the turns
 
     def factory(target: Target, settings: RunSettings) -> Transport:
         if target.name in replayed:
@@ -561,15 +581,16 @@ def record_old(session: Session, out: Path) -> BaselineRecorder:
     return BaselineRecorder(writer, session, session.config.old)
 
 
-def replay_old(session: Session, path: Path) -> Baseline:
-    """Make ``session`` judge ``new`` against a recording: ``old`` (and its noise twin) answer
-    from the baseline; everything after the send seam is unchanged."""
-    baseline = Baseline.open(path)
+def replay_old(session: Session, paths: Sequence[Path]) -> list[Baseline]:
+    """Make ``session`` judge ``new`` against recordings: ``old`` (and its noise twin) answer
+    from the baselines; everything after the send seam is unchanged."""
+    baselines = [Baseline.open(path) for path in paths]
     config = session.config
-    old = replace(config.old, base_url=f"baseline:{path}", headers=())
+    shown = ",".join(str(path) for path in paths)
+    old = replace(config.old, base_url=f"baseline:{shown}", headers=())
     session.config = replace(config, old=old, old_replica=None)
-    session.transport_factory = replay_factory(session.transport_factory, baseline, ("old",))
-    return baseline
+    session.transport_factory = replay_factory(session.transport_factory, baselines, ("old",))
+    return baselines
 
 
 def baseline_run(
@@ -588,15 +609,16 @@ def baseline_run(
         if args.old is not None and args.record_old is not None:
             raise InputError("--old and --record-old exclude each other (there is no live old)")
         if args.old is not None:
-            baseline = replay_old(session, Path(args.old))
-            console.print(f"old: the baseline {baseline.describe()}", highlight=False)
             suite_files = sorted({suite.file for suite in session.suites})
-            if baseline.info.get("config_hash") != config_hash(session.config.path, suite_files):
-                console.print(
-                    "old: the baseline was recorded with other targets/suites files; "
-                    "requests it never saw are errors ('not-recorded')",
-                    highlight=False,
-                )
+            expected = config_hash(session.config.path, suite_files)
+            for baseline in replay_old(session, [Path(p) for p in args.old]):
+                console.print(f"old: the baseline {baseline.describe()}", highlight=False)
+                if baseline.info.get("config_hash") != expected:
+                    console.print(
+                        f"old: {baseline.path} was recorded with other targets/suites files; "
+                        "requests it never saw are errors ('not-recorded')",
+                        highlight=False,
+                    )
         if args.record_old is not None:
             recorder = record_old(session, Path(args.record_old))
     if recorder is not None:

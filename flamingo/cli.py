@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
-        "--old", metavar="DIR", help="judge new against a baseline (flamingo record) as old"
+        "--old",
+        action="append",
+        metavar="DIR",
+        help="judge new against a baseline (flamingo record) as old; repeat for several",
     )
     run.add_argument(
         "--record-old", metavar="DIR", help="also record what old answers as a baseline in DIR"

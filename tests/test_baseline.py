@@ -62,12 +62,23 @@ def test_every_field_of_an_exchange_survives_the_store(tmp_path: Path) -> None:
     writer.add(other, response, "old")
     info = writer.commit(_info())
     assert (info.exchanges, info.objects) == (3, 4)  # bodies: response, 100 (empty), upstream, POST
-    replay = ReplayTransport(Baseline.open(tmp_path / "base"))
+    replay = ReplayTransport([Baseline.open(tmp_path / "base")])
     assert _replay(replay, request) == response
     assert _replay(replay, request) == error  # recorded answers in turn
     assert _replay(replay, request) == response  # and round again
     assert _replay(replay, other) == response
     assert not list(tmp_path.glob(".base.*"))  # the work directory became the baseline
+
+
+def test_several_recordings_answer_in_turn(tmp_path: Path) -> None:
+    request = WireRequest("GET", "/a", (), None)
+    for name, bodies in (("monday", [b"m1", b"m2"]), ("tuesday", [b"t1"])):
+        writer = BaselineWriter(tmp_path / name)
+        for body in bodies:
+            writer.add(request, Response(200, "OK", (), body, 1.0), "old")
+        writer.commit(_info())
+    replay = ReplayTransport([Baseline.open(tmp_path / n) for n in ("monday", "tuesday")])
+    assert [_replay(replay, request).body for _ in range(4)] == [b"m1", b"t1", b"m2", b"m1"]
 
 
 def test_repeats_cost_little_and_files_are_private(tmp_path: Path) -> None:
@@ -111,7 +122,7 @@ def test_a_request_never_recorded_is_an_error_never_a_match(tmp_path: Path) -> N
     writer.add(WireRequest("GET", "/a", (), None), Response(200, "OK", (), b"", 1.0), "old")
     writer.commit(_info())
     answer = _replay(
-        ReplayTransport(Baseline.open(tmp_path / "base")), WireRequest("GET", "/b", (), None)
+        ReplayTransport([Baseline.open(tmp_path / "base")]), WireRequest("GET", "/b", (), None)
     )
     assert isinstance(answer, TransportError)
     assert answer.kind == "not-recorded"
@@ -125,7 +136,7 @@ def test_an_abandoned_recording_keeps_the_earlier_baseline(tmp_path: Path) -> No
     second = BaselineWriter(tmp_path / "base")
     second.add(WireRequest("GET", "/a", (), None), Response(200, "OK", (), b"second", 1.0), "old")
     second.abandon()
-    replay = ReplayTransport(Baseline.open(tmp_path / "base"))
+    replay = ReplayTransport([Baseline.open(tmp_path / "base")])
     assert _replay(replay, WireRequest("GET", "/a", (), None)).body == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
 
@@ -147,7 +158,7 @@ def test_damaged_or_missing_baselines_are_input_errors(tmp_path: Path) -> None:
     info.write_text(saved)
     (obj,) = (tmp_path / "base" / "objects").rglob("*.gz")
     obj.write_bytes(gzip.compress(b"tampered"))
-    replay = ReplayTransport(Baseline.open(tmp_path / "base"))
+    replay = ReplayTransport([Baseline.open(tmp_path / "base")])
     with pytest.raises(InputError, match="is damaged"):
         _replay(replay, WireRequest("GET", "/a", (), None))
     with gzip.open(tmp_path / "base" / "index.jsonl.gz", "wt") as handle:
