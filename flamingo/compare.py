@@ -44,6 +44,7 @@ from flamingo.model import (
 )
 from flamingo.normalize import (
     BODY_RULES,
+    JsonNumber,
     NormalizedBody,
     detect_body,
     format_json_path,
@@ -379,7 +380,7 @@ def json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | JsonNumber):
         return "number"
     if isinstance(value, str):
         return "string"

@@ -35,16 +35,21 @@ and then run through `BODY_RULES` (`BodyRule`): ``drop_ignored_json_paths`` (JSO
 compiled once per expression), ``mask_json_strings`` (masks on every string leaf, never on object
 keys: two masked keys could collide and silently merge), ``mask_text``. Bytes are never masked.
 
-JSON values are compared as data: ``1 == 1.0``, but ``true != 1`` (see `json_equal`).
+JSON values are compared as data: ``1 == 1.0``, but ``true != 1`` (see `json_equal`). A body is
+JSON only if it is data without loss: an object with a duplicate key is compared as text (a
+dict would keep only the last value), and a number a float cannot hold (``1e400``, ``1e-400``,
+``0.1000000000000000000001``) is kept exact as a `JsonNumber`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any, Literal
 
 from flamingo.model import CompareRules, Headers, Mask
@@ -243,12 +248,58 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A dict keeps the last of duplicate keys, so {"a":1,"a":2} would equal {"a":2}: such a
+    # body is not data we can compare as data (RFC 8259 §4: names SHOULD be unique).
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in a JSON object")
+            seen.add(key)
+    return data
+
+
+class JsonNumber(str):
+    """A JSON number that a float cannot hold: it overflows (``1e400`` would be inf, equal to
+    ``2e400``), underflows to zero, or has more digits than a double keeps. Kept as its exact
+    value in canonical decimal text, so two such numbers are equal exactly when their values
+    are; never equal to a string, and equal to an int only of the same value."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JsonNumber):
+            return str.__eq__(self, other)
+        if isinstance(other, int) and not isinstance(other, bool):
+            return Decimal(str(self)) == other
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+def _number(text: str) -> float | JsonNumber:
+    value = float(text)
+    exact = Decimal(text)
+    if math.isfinite(value) and Decimal(repr(value)) == exact:
+        return value  # the float is the number as written (0.10 and 0.1 alike)
+    context = Context(prec=len(text) + 2, Emax=MAX_EMAX, Emin=MIN_EMIN)
+    return JsonNumber(context.normalize(exact))
+
+
 def load_json(text: str) -> Any:
-    """Parse strict JSON text (NaN/Infinity literals rejected). Raises ValueError."""
+    """Parse strict JSON text. Raises ValueError for NaN/Infinity literals and duplicate keys;
+    numbers a float cannot hold exactly become `JsonNumber` (see there)."""
     if text.startswith("\ufeff"):  # a UTF-8 BOM is tolerated, as RFC 8259 §8.1 allows
         text = text[1:]
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_object, parse_float=_number
+        )
     except RecursionError as exc:  # absurdly deep nesting: not data we can compare
         raise ValueError("JSON nested too deeply") from exc
 

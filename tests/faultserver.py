@@ -20,6 +20,8 @@ last segment of the request path, so a target may have a path prefix:
                  ``big_fill``), streamed in 64 KiB writes
     /garbage     a garbage status line, then close
     /close       closes the connection without answering
+    /said        ``?old=BODY&new=BODY``: 200 with the body given under the server's own name
+                 (``&type=`` its Content-Type, default application/json): planted differences
 
 `running()` is the context manager the test fixtures wrap: it starts servers on demand and stops
 every one of them (cancelling stalled handlers) on exit, so no test leaves a thread behind.
@@ -310,7 +312,14 @@ async def _close(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) 
     return False
 
 
+async def _said(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) -> bool:
+    query = args[3]
+    body = query.get(server.name, "").encode()
+    return await _respond(writer, body, query.get("type", "application/json"))
+
+
 _ROUTES: dict[str, Handler] = {
+    "/said": _said,
     "/ok": _ok,
     "/echo": _echo,
     "/echo.txt": _echo_text,

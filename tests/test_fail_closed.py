@@ -237,3 +237,41 @@ def test_a_recursive_alias_is_an_input_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "s.yaml:5: YAML alias '*j' refers to a node that contains it" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# JSON that a dict or a float would flatten (item 10)
+# --------------------------------------------------------------------------------------------
+
+
+#: name -> (old body, new body, outcome)
+JSON_PAIRS = {
+    "duplicate key": ('{"a": 1, "a": 2}', '{"a": 2}', "diff"),
+    "overflow": ('{"n": 1e400}', '{"n": 2e400}', "diff"),
+    "underflow": ('{"n": 1e-400}', '{"n": 0.0}', "diff"),
+    "long fraction": ("[0.1000000000000000000001]", "[0.1]", "diff"),
+    "same big": ('{"n": 1e400}', '{"n": 10e399}', "match"),  # one value, two spellings
+    "same float": ('{"n": 1.0, "m": [0.10]}', '{"m": [0.1], "n": 1}', "match"),
+}
+
+
+def test_duplicate_keys_and_overflowing_numbers_never_hide_a_difference(
+    tmp_path: Path, servers: ServerFactory
+) -> None:
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    requests = "requests:\n" + "".join(
+        f"  - name: {name}\n    path: /said\n    query: {json.dumps({'old': a, 'new': b})}\n"
+        for name, (a, b, _) in JSON_PAIRS.items()
+    )
+    out = tmp_path / "out"
+    assert (
+        run("--targets", config, "--suites", suite(tmp_path / "s.yaml", requests), "--out", out)
+        == 1
+    )
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    outcomes = {row["name"]: row["outcome"] for row in rows}
+    assert outcomes == {name: outcome for name, (_, _, outcome) in JSON_PAIRS.items()}
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["overflow"]["differences"][0]["location"] == "$.n"
+    assert by_name["duplicate key"]["differences"][0]["note"] == "json vs non-json"

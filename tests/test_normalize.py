@@ -348,3 +348,21 @@ def test_normalized_body_equality() -> None:
 )
 def test_format_json_path(parts: list[str | int], path: str) -> None:
     assert format_json_path(parts) == path
+
+
+def test_json_with_a_duplicate_key_is_not_data() -> None:
+    assert detect_body(b'{"a": 1, "a": 2}', "application/json").kind == "text"
+    assert detect_body(b'{"a": {"b": 1, "b": 1}}', None).kind == "text"
+    assert detect_body(b'{"a": 1, "b": {"a": 2}}', None).kind == "json"
+
+
+def test_numbers_a_float_cannot_hold_stay_exact() -> None:
+    big, bigger = load_json("[1e400]"), load_json("[2e400]")
+    assert not json_equal(big, bigger)
+    assert json_equal(big, load_json("[10e399]"))  # one value, two spellings
+    assert json_equal(big, [10**400])  # the same value as an integer
+    assert not json_equal(big, ["1E+400"])  # never equal to a string
+    assert not json_equal(load_json("[1e-400]"), [0.0])
+    assert not json_equal(load_json("[0.1000000000000000000001]"), [0.1])
+    assert json_equal(load_json("[0.10, 1.0]"), [0.1, 1])  # floats that are exact stay floats
+    assert type(load_json("0.5")) is float
