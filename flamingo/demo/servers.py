@@ -49,10 +49,12 @@ import aiohttp
 import brotli
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from yarl import URL
 
 __all__ = [
     "DEMO_DIFFERENCES",
+    "METRICS_PATH",
     "NEW_PROXY",
     "OLD_PROXY",
     "DemoDifference",
@@ -449,6 +451,9 @@ class ProxyPolicy:
     cache_control: Mapping[str, str] = field(default_factory=dict)  # path -> Cache-Control
     json_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path -> fields
     intercept_html_404: bool = False  # replace the origin's HTML 404 page with its own JSON
+    # Paths this proxy hands to a legacy code path, marked ``X-Fallback: 1`` (a "fallback", as
+    # targets.yaml ``fallback:`` declares it; flamingo counts them for max_fallback_rate).
+    fallback_paths: tuple[str, ...] = ()
 
 
 OLD_PROXY = ProxyPolicy(
@@ -469,11 +474,17 @@ NEW_PROXY = ProxyPolicy(
     cache_control={"/static/page.html": "public, max-age=300"},  # planted difference (a)
     json_overrides={"/api/user/42": {"role": "admin"}},  # planted difference (b)
     intercept_html_404=True,  # planted difference (c)
+    fallback_paths=("/api/time",),  # counted as fallbacks, not as differences
 )
+
+#: Each proxy's own Prometheus metrics (``targets.X.metrics_url`` in the bundled targets.yaml).
+METRICS_PATH = "/_demo/metrics"
 
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
 _ORIGIN = web.AppKey("origin", str)
 _POLICY = web.AppKey("policy", ProxyPolicy)
+_METRICS = web.AppKey("metrics", CollectorRegistry)
+_COUNTERS = web.AppKey("counters", dict)
 
 
 def _accepted_codings(accept_encoding: str) -> set[str]:
@@ -551,6 +562,8 @@ def _rewrite(
 async def _forward(request: web.Request) -> web.StreamResponse:
     policy = request.app[_POLICY]
     session = request.app[_SESSION]
+    counters = request.app[_COUNTERS]
+    counters["requests"].inc()
     proxy_request_id = uuid.uuid4().hex
     via = f"1.1 {policy.name}"
 
@@ -570,6 +583,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
 
     url = URL(request.app[_ORIGIN] + request.raw_path, encoded=True)
     payload = await request.read()
+    counters["upstream"].inc()
     try:
         async with session.request(
             request.method,
@@ -614,6 +628,8 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             headers.append(("Content-Encoding", coding))
 
     headers.extend([("Via", via), ("X-Proxy-Request-Id", proxy_request_id)])
+    if request.path.startswith(policy.fallback_paths) and policy.fallback_paths:
+        headers.append(("X-Fallback", "1"))
     headers.append(("Server", policy.server))
     if policy.lower_case_sorted_headers:
         headers.append(("Date", email.utils.formatdate(usegmt=True)))
@@ -651,9 +667,26 @@ def make_proxy_app(origin_url: str, policy: ProxyPolicy) -> web.Application:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[_ORIGIN] = origin_url.rstrip("/")
     app[_POLICY] = policy
+    registry = CollectorRegistry(auto_describe=True)
+    app[_METRICS] = registry
+    app[_COUNTERS] = {
+        "requests": Counter(
+            "demo_proxy_requests", "Requests this proxy answered.", registry=registry
+        ),
+        "upstream": Counter(
+            "demo_proxy_upstream_requests", "Requests it sent to the origin.", registry=registry
+        ),
+    }
     app.cleanup_ctx.append(client_session)
+    app.router.add_get(METRICS_PATH, _metrics)
     app.router.add_route("*", "/{tail:.*}", _forward)
     return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest(request.app[_METRICS]))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""``flamingo serve``: the gate server (CONTRACT §7), a front door over the one run engine.
+
+    flamingo.server.app       routes, authentication, validation, the controllers' answers
+    flamingo.server.executor  the run queue and thread; `run_stage`, the one call of the engine
+    flamingo.server.store     runs and gate documents on disk (SQLite), restart recovery
+    flamingo.server.metrics   ``GET /metrics`` (prometheus_client), computed from the store
+
+`serve` loads the targets and suites once (a bad file: ``FILE:LINE: message``, exit 2, nothing
+listens), refuses to start without ``FLAMINGO_TOKEN``, recovers the runs on disk, and serves
+until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flamingo.errors import InputError
+
+__all__ = ["DEFAULT_DATA", "DEFAULT_LISTEN", "parse_listen", "serve"]
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_DATA = "flamingo-data"
+TOKEN_VARIABLE = "FLAMINGO_TOKEN"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) -> (host, port); `InputError` otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise InputError(f"--listen: expected HOST:PORT such as {DEFAULT_LISTEN}, got {text!r}")
+    return host, int(port_text)
+
+
+def serve(targets: str, suites: Sequence[str], listen: str, data: str) -> int:
+    """Run the gate server until SIGINT/SIGTERM; the exit code."""
+    from flamingo.engine import Session
+
+    token = os.environ.get(TOKEN_VARIABLE, "")
+    if not token.strip():
+        raise InputError(
+            f"{TOKEN_VARIABLE} is not set: the gate server refuses to start without a token "
+            "(every route but GET /healthz requires 'Authorization: Bearer $FLAMINGO_TOKEN')"
+        )
+    host, port = parse_listen(listen)
+    session = Session.from_files(targets, list(suites))
+    stages = tuple(name for name, _ in session.config.stages)
+    return asyncio.run(_serve(session, stages, token, host, port, Path(data)))
+
+
+async def _serve(
+    session: Any, stages: tuple[str, ...], token: str, host: str, port: int, data_dir: Path
+) -> int:
+    from aiohttp import web
+
+    from flamingo.server.app import build_app
+    from flamingo.server.executor import Executor, gate_without_run, run_stage
+    from flamingo.server.store import Store
+
+    try:
+        store = Store(data_dir)
+    except OSError as exc:
+        raise InputError(f"--data: cannot use {data_dir}: {exc.strerror or exc}") from exc
+
+    def interrupted(record: Any) -> dict[str, Any]:
+        reason = "the server stopped while the run was in progress; its cases were not all judged"
+        return gate_without_run(record, reason, complete=True)
+
+    executor = Executor(
+        store, data_dir, lambda record, out, sink: run_stage(session, record, out, sink)
+    )
+    executor.start(store.recover(interrupted))
+    app = build_app(store, executor, stages, token)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise InputError(
+            f"--listen: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    for address in runner.addresses:
+        shown = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+        print(f"flamingo serve: listening on http://{shown}:{address[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("flamingo serve: stopping", file=sys.stderr, flush=True)
+        await runner.cleanup()
+        executor.stop()
+        store.recover_running(interrupted)
+        store.close()
+    return 0
