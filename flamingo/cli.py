@@ -31,6 +31,7 @@ from flamingo.engine import (
 )
 from flamingo.errors import FlamingoError, InputError
 from flamingo.process import SIGNALS, Interrupted
+from flamingo.model import Target
 from flamingo.report.redact import Redactor
 
 DEFAULT_TARGETS = "targets.yaml"
@@ -232,7 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit with the gate's code (1 when it fails) instead of 0 once a verdict is shown",
     )
+    demo.add_argument(
+        "--rollout",
+        action="store_true",
+        help="walk the rollout stages canary -> quarter -> global, stop at the first that fails",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+    serve = sub.add_parser("serve", help="the gate server for rollout controllers (HTTP)")
+    _add_files(serve)
+    serve.add_argument(
+        "--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080"
+    )
+    serve.add_argument(
+        "--data",
+        default="flamingo-data",
+        metavar="DIR",
+        help="runs and gate documents, kept across restarts (default: flamingo-data)",
+    )
 
     noise = sub.add_parser("noise", help="what a run learned as noise (compare: {noise: auto})")
     noise.add_argument(
@@ -330,7 +348,7 @@ def bundled_path(name: str) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from flamingo.demo import start_demo_process
+    from flamingo.demo import DEMO_FALLBACK_PATHS, start_demo_process
     from flamingo.load import load_config, load_suites
 
     config = load_config(bundled_path("targets.yaml"))
@@ -345,22 +363,24 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
                 demo.process.wait()
         return 0
     suites = load_suites([bundled_path("suites")], max_cases=config.run.max_cases)
-    with start_demo_process() as demo:
+    with start_demo_process(fallback_paths=DEMO_FALLBACK_PATHS) as demo:
         config = replace(
-            config,
-            old=replace(config.old, base_url=demo.urls["old"]),
-            new=replace(config.new, base_url=demo.urls["new"]),
+            config, old=_at_demo(config.old, demo.urls), new=_at_demo(config.new, demo.urls)
         )
         console.print(
             f"demo: origin {demo.urls['origin']} · old proxy {demo.urls['old']} · "
             f"new proxy {demo.urls['new']}",
             highlight=False,
         )
-        options = RunOptions(
-            stage=args.stage, out_dir=Path(args.out) if args.out else default_out_dir()
-        )
+        out_dir = Path(args.out) if args.out else default_out_dir()
         session = Session(config, suites)
-        code = _run(session, Selection(), options, console, not args.no_progress)
+        if args.rollout:
+            from flamingo.demo.rollout import rollout
+
+            code, _ = rollout(session, console, out_dir, progress=not args.no_progress)
+        else:
+            options = RunOptions(stage=args.stage, out_dir=out_dir)
+            code = _run(session, Selection(), options, console, not args.no_progress)
     if code == EXIT_HARNESS or args.strict:
         return code
     console.print(
@@ -368,6 +388,21 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         f"{code}); `flamingo demo --strict` exits with it."
     )
     return 0
+
+
+def _at_demo(target: Target, urls: dict[str, str]) -> Target:
+    """A bundled target moved to the demo's ephemeral ports (its metrics endpoint too)."""
+    from flamingo.demo import METRICS_PATH
+
+    base = urls[target.name]
+    metrics = base + METRICS_PATH if target.metrics_url is not None else None
+    return replace(target, base_url=base, metrics_url=metrics)
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.server import serve
+
+    return serve(args.targets, args.suites or [DEFAULT_SUITES], args.listen, args.data)
 
 
 def cmd_noise(args: argparse.Namespace, console: Console) -> int:
@@ -413,6 +448,7 @@ COMMANDS = {
     "noise": cmd_noise,
     "import": cmd_import,
     "record": cmd_record,
+    "serve": cmd_serve,
 }
 
 

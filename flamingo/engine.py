@@ -41,7 +41,7 @@ from typing import Any
 
 from flamingo.accepted import AcceptedList
 from flamingo.errors import HarnessError, InputError
-from flamingo.judge import Tally, TopRow, evaluate_gate, judge_case
+from flamingo.judge import TopRow, evaluate_gate, judge_case
 from flamingo.model import (
     Case,
     CaseResult,
@@ -72,6 +72,7 @@ from flamingo.send import (
     TransportFactory,
     default_transport,
 )
+from flamingo.stagerun import StageRun
 from flamingo.suite import Suite
 from flamingo.workers import SendPool, plan
 
@@ -205,6 +206,7 @@ class RunSummary:
     peak_rss_mb_by_process: tuple[float | None, ...] = ()
     out_dir: Path | None = None
     document: dict[str, Any] = field(default_factory=dict)  # gate.json as written (redacted)
+    stage_rules: dict[str, Any] = field(default_factory=dict)  # `StageRun.document`
 
     @property
     def exit_code(self) -> int:
@@ -448,7 +450,8 @@ class Run:
                 raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
         workers, fewer = plan(self.settings.workers, self.settings, total)
         settings = replace(self.settings, workers=workers)
-        tally = Tally()
+        stage = StageRun(config, self.thresholds, lambda: session.cases(self.selection), total)
+        tally = stage.tally()
         started_at, started = timestamp(), time.monotonic()
         # Told to stop while validating or counting: nothing is sent, the report says so.
         reason = f"interrupted by {signals.received}" if signals.received else ""
@@ -478,7 +481,9 @@ class Run:
             for observer in self.observers:  # after the fork: a display may start a thread
                 observer.started(start)
             loop = new_event_loop()
-            steps = _Steps(loop, engine, session.cases(self.selection), judge, sink, signals)
+            if engine is not None:
+                stage.start()
+            steps = _Steps(loop, engine, stage.cases(), judge, sink, signals)
             stepper = steps.run(buffer if stepping else None)
             try:
                 if engine is not None:
@@ -501,10 +506,17 @@ class Run:
                 buffer.clear()
         worker_peaks = tuple(engine.peak_rss_mb) if engine is not None else ()
 
-        if not reason and tally.totals.cases != total:
-            reason = f"only {tally.totals.cases} of {total} selected cases were judged"
+        resources = stage.finish()
+        if not reason and tally.totals.cases != stage.expected:
+            reason = f"only {tally.totals.cases} of {stage.expected} selected cases were judged"
         gate = evaluate_gate(
-            self.thresholds, self.options.stage, tally, complete=not reason, reason=reason
+            self.thresholds,
+            self.options.stage,
+            tally,
+            complete=not reason,
+            reason=reason,
+            resources=resources,
+            elapsed_s=time.monotonic() - started,
         )
         own_peak = peak_rss_mb()
         peaks: tuple[float | None, ...] = ()
@@ -527,6 +539,7 @@ class Run:
             peak_rss_mb=total_peak,
             peak_rss_mb_by_process=peaks,
             out_dir=out_dir,
+            stage_rules=stage.document(tally),
         )
         document = gate_document(summary)
         if files is not None:

@@ -26,7 +26,7 @@ import brotli
 import pytest
 
 import flamingo
-from flamingo.demo import DEMO_DIFFERENCES, running_demo, start_demo_process
+from flamingo.demo import DEMO_DIFFERENCES, METRICS_PATH, running_demo, start_demo_process
 
 if TYPE_CHECKING:
     from conftest import NginxFactory
@@ -279,6 +279,33 @@ def test_everything_else_is_equal_after_removing_noise(
     old = fetch(demo_targets["old"], path, method=method, headers=headers, body=body)
     new = fetch(demo_targets["new"], path, method=method, headers=headers, body=body)
     assert normalized(old) == normalized(new)
+
+
+def test_fallback_marker_and_metrics(demo_targets: dict[str, str]) -> None:
+    """Asked to (``--fallback /api/time``), new hands /api/time to its legacy path and says so
+    (X-Fallback: 1); never otherwise. Each proxy serves its own Prometheus metrics, counting
+    what it really did."""
+    assert fetch(demo_targets["new"], "/api/time").header("X-Fallback") is None
+    with start_demo_process(fallback_paths=("/api/time",)) as demo:
+        assert fetch(demo.urls["new"], "/api/time").header("X-Fallback") == "1"
+        assert fetch(demo.urls["old"], "/api/time").header("X-Fallback") is None
+        assert fetch(demo.urls["new"], "/api/items").header("X-Fallback") is None
+    for name in ("old", "new"):
+        before = _upstream_requests(demo_targets[name])
+        fetch(demo_targets[name], "/static/hello.txt")
+        assert _upstream_requests(demo_targets[name]) == before + 1
+
+
+def _upstream_requests(base: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reply = fetch(base, METRICS_PATH)
+    assert reply.status == 200
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for sample in family.samples:
+            if sample.name == "demo_proxy_upstream_requests_total":
+                return float(sample.value)
+    raise AssertionError("no demo_proxy_upstream_requests_total")
 
 
 def test_origin_routes(demo_targets: dict[str, str]) -> None:

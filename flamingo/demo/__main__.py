@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also stop when standard input closes (so a child never outlives its parent)",
     )
+    run.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the new proxy marks responses to paths starting with PATH as X-Fallback: 1",
+    )
     args = parser.parse_args(argv)
 
     demo = serve(
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         args.old_port,
         args.new_port,
         exit_on_stdin_eof=args.exit_on_stdin_eof,
+        fallback_paths=tuple(args.fallback),
     )
     try:
         asyncio.run(demo)

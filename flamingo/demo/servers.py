@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +54,7 @@ from yarl import URL
 
 __all__ = [
     "DEMO_DIFFERENCES",
+    "DEMO_FALLBACK_PATHS",
     "METRICS_PATH",
     "NEW_PROXY",
     "OLD_PROXY",
@@ -474,8 +475,11 @@ NEW_PROXY = ProxyPolicy(
     cache_control={"/static/page.html": "public, max-age=300"},  # planted difference (a)
     json_overrides={"/api/user/42": {"role": "admin"}},  # planted difference (b)
     intercept_html_404=True,  # planted difference (c)
-    fallback_paths=("/api/time",),  # counted as fallbacks, not as differences
 )
+
+#: Where ``flamingo demo`` has the new proxy fall back (``--fallback``; off unless asked, so
+#: the planted differences above stay the only ones for a targets file that declares none).
+DEMO_FALLBACK_PATHS = ("/api/time",)
 
 #: Each proxy's own Prometheus metrics (``targets.X.metrics_url`` in the bundled targets.yaml).
 METRICS_PATH = "/_demo/metrics"
@@ -715,7 +719,11 @@ async def _start(app: web.Application, host: str, port: int, runners: list[web.A
 
 @contextlib.asynccontextmanager
 async def running_demo(
-    host: str = "127.0.0.1", origin_port: int = 0, old_port: int = 0, new_port: int = 0
+    host: str = "127.0.0.1",
+    origin_port: int = 0,
+    old_port: int = 0,
+    new_port: int = 0,
+    fallback_paths: tuple[str, ...] = (),
 ) -> AsyncIterator[DemoUrls]:
     """Run origin, old and new in the current event loop; yields their base URLs.
 
@@ -725,7 +733,8 @@ async def running_demo(
     try:
         origin = await _start(make_origin_app(), host, origin_port, runners)
         old = await _start(make_proxy_app(origin, OLD_PROXY), host, old_port, runners)
-        new = await _start(make_proxy_app(origin, NEW_PROXY), host, new_port, runners)
+        new_policy = replace(NEW_PROXY, fallback_paths=fallback_paths)
+        new = await _start(make_proxy_app(origin, new_policy), host, new_port, runners)
         yield {"origin": origin, "old": old, "new": new}
     finally:
         for runner in reversed(runners):
@@ -766,6 +775,7 @@ async def serve(
     *,
     out: TextIO | None = None,
     exit_on_stdin_eof: bool = False,
+    fallback_paths: tuple[str, ...] = (),
 ) -> None:
     """Serve the demo until SIGTERM or SIGINT (or, if asked, until standard input closes).
 
@@ -781,7 +791,7 @@ async def serve(
     if exit_on_stdin_eof:
         _stop_on_stdin_eof(loop, stop)
     try:
-        async with running_demo(host, origin_port, old_port, new_port) as urls:
+        async with running_demo(host, origin_port, old_port, new_port, fallback_paths) as urls:
             stream.write(json.dumps(urls) + "\n")
             stream.flush()
             await stop.wait()
@@ -863,6 +873,7 @@ def start_demo_process(
     origin_port: int = 0,
     host: str = "127.0.0.1",
     timeout: float = _STARTUP_TIMEOUT,
+    fallback_paths: tuple[str, ...] = (),
 ) -> DemoProcess:
     """Start the demo targets in a child process and wait until they listen.
 
@@ -882,6 +893,7 @@ def start_demo_process(
         "--new-port",
         str(new_port),
         "--exit-on-stdin-eof",
+        *(f"--fallback={path}" for path in fallback_paths),
     ]
     env = dict(os.environ)
     # The child must import this same flamingo even when it is not installed (a source tree).

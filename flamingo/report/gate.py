@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flamingo.errors import InputError
 from flamingo.noise import NoiseEntry
 from flamingo.signature import describe as describe_signature
+from flamingo.stage import judge_result
 
 if TYPE_CHECKING:
     from flamingo.engine import RunSummary
@@ -25,6 +26,7 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
         "totals": gate.totals.as_dict(),
         "checks": [
             {"name": c.name, "threshold": c.threshold, "observed": c.observed, "passed": c.passed}
+            | ({"detail": c.detail} if c.detail else {})
             for c in gate.checks
         ],
         "started_at": summary.started_at,
@@ -32,6 +34,8 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
     }
     if gate.reason:
         doc["reason"] = gate.reason
+    doc["complete"] = True  # a finished run's document (the gate server serves false before)
+    doc["judgeResult"] = judge_result(gate)
     doc["elapsed_s"] = summary.elapsed_s
     doc["targets"] = {"old": config.old.base_url, "new": config.new.base_url}
     doc["settings"] = {
@@ -42,6 +46,7 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
         "workers": settings.workers,
     }
     doc["latency"] = summary.latency
+    doc.update(summary.stage_rules)  # fallback, resources, rounds
     doc["peak_rss_mb"] = summary.peak_rss_mb
     if summary.peak_rss_mb_by_process:
         doc["peak_rss_mb_by_process"] = list(summary.peak_rss_mb_by_process)
