@@ -30,8 +30,8 @@ from flamingo.engine import (
     default_out_dir,
 )
 from flamingo.errors import FlamingoError, InputError
-from flamingo.process import SIGNALS, Interrupted
 from flamingo.model import Target
+from flamingo.process import SIGNALS, Interrupted
 from flamingo.report.redact import Redactor
 
 DEFAULT_TARGETS = "targets.yaml"
