@@ -295,7 +295,16 @@ class BaselineWriter:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        out.parent.mkdir(parents=True, exist_ok=True)
+        # Replacing a directory is how a baseline is refreshed: never one that is not a baseline.
+        baseline = out.is_dir() and not out.is_symlink() and (out / INFO).is_file()
+        if out.exists() and not baseline and (not out.is_dir() or any(out.iterdir())):
+            raise InputError("exists and is not a baseline (refusing to replace it)", str(out))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the baseline: {exc.strerror or exc}", str(out)
+            ) from None
         self.work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         (self.work / OBJECTS).mkdir(mode=0o700)
         self.objects = _Objects(self.work / OBJECTS)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -257,11 +256,11 @@ def test_record_old_during_a_normal_run_refreshes_the_baseline(
     targets = _targets(tmp_path / "targets.yaml", demo_targets["old"], demo_targets["new"])
     files = ["--targets", str(targets), *_suites(RULED[0]), "--no-progress"]
     base = tmp_path / "base"
-    base.mkdir()
-    (base / "stale").write_text("an older baseline")
+    writer = BaselineWriter(base)  # an older baseline, of other requests
+    writer.add(WireRequest("GET", "/stale", (), None), Response(200, "OK", (), b"", 1.0), "old")
+    writer.commit(_info())
     live = tmp_path / "live"
     assert main(["run", *files, "--out", str(live), "--record-old", str(base)]) == 1
-    assert not (base / "stale").exists()
     info = json.loads((base / "baseline.json").read_text())
     assert info["exchanges"] == info["cases"]  # old only: new is not recorded
     replayed = tmp_path / "replayed"
@@ -278,14 +277,23 @@ def test_record_old_during_a_normal_run_refreshes_the_baseline(
             ["record", "--target", "staging", "--out", "{tmp}/b"],
             "--target: unknown target 'staging'",
         ),
+        (
+            ["record", "--target", "old", "--out", "{tmp}/keep"],
+            "keep: exists and is not a baseline",
+        ),
+        (["run", "--record-old", "{tmp}/keep"], "keep: exists and is not a baseline"),
+        (["run", "--record-old", "{tmp}/keep/file"], "exists and is not a baseline"),
     ],
 )
 def test_bad_baseline_options_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     targets = _targets(tmp_path / "targets.yaml", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "file").write_text("precious")
     args = [a.format(tmp=tmp_path) for a in argv]
     assert main([*args, "--targets", str(targets), *_suites(RULED[0]), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    shutil.rmtree(tmp_path / "b", ignore_errors=True)
+    assert (tmp_path / "keep" / "file").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "targets.yaml"]

@@ -34,6 +34,7 @@ Request targets are kept byte for byte as recorded (already percent-encoded); fl
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -101,6 +102,7 @@ _HEX_RE = re.compile(r"(?=[a-fA-F]*[0-9])[0-9a-fA-F]{8,}")
 _OPAQUE_RE = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_-]{20,}")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive(name: str) -> bool:
     """A header name, query key or body field whose value must not be written to a suite."""
     lower = name.lower()
@@ -110,6 +112,7 @@ def is_sensitive(name: str) -> bool:
     return any(word in _SECRET_WORDS for word in words)
 
 
+@functools.lru_cache(maxsize=65536)
 def segment_kind(segment: str) -> str | None:
     """``id`` for a path segment that names one of many things (a number, UUID, hex id)."""
     if (
@@ -281,16 +284,17 @@ def _template_key(request: _Clean) -> tuple[Any, ...]:
     return (request.method, segments, query_keys, request.headers, request.body)
 
 
-def _group(requests: Iterable[_Clean]) -> list[_Template]:
+def _group(requests: dict[_Clean, int]) -> list[_Template]:
+    """Requests (with how often each was seen) into templates, in order of first appearance."""
     templates: dict[tuple[Any, ...], _Template] = {}
-    for request in requests:
+    for request, times in requests.items():
         key = _template_key(request)
         template = templates.get(key)
         if template is None:
             template = templates[key] = _Template(
                 key, request.method, key[1], key[2], request.headers, request.body
             )
-        template.instances[request] = template.instances.get(request, 0) + 1
+        template.instances[request] = template.instances.get(request, 0) + times
     return list(templates.values())
 
 
@@ -465,7 +469,7 @@ def _common_headers(requests: list[dict[str, Any]]) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Quotes every string that either YAML 1.1 (PyYAML) or flamingo's 1.2 core schema would
     read as something else (``1e3``, ``0x1f``, ``null``, ``yes``)."""
 
@@ -532,22 +536,34 @@ def build_suite(observed: Sequence[Observed], options: BuildOptions, file: str =
     wanted = {h.lower() for h in options.hosts} or (
         {max(hosts, key=lambda h: hosts[h])} if hosts else set()
     )
-    cleaned: list[_Clean] = []
+    # A log repeats itself: each distinct request is cleaned once and carries its count.
+    seen: dict[tuple[Any, ...], list[Any]] = {}  # what is sent -> [first seen, times]
     for item in observed:
+        key = (item.method, item.target, item.headers, item.body, item.content_type, item.host)
+        entry = seen.get(key)
+        if entry is None:
+            seen[key] = [item, 1]
+        else:
+            entry[1] += 1
+    cleaned: dict[_Clean, int] = {}
+    for item, times in seen.values():
         if wanted and item.host and item.host not in wanted:
-            left_out[f"request to another host ({item.host})"] += 1
+            left_out[f"request to another host ({item.host})"] += times
             continue
         if item.method in NEVER_METHODS:
-            left_out[f"{item.method} (cannot be replayed)"] += 1
+            left_out[f"{item.method} (cannot be replayed)"] += times
             continue
         if item.method not in SAFE_METHODS and not options.include_unsafe:
-            left_out[f"{item.method} (side-effecting; --include-unsafe to keep)"] += 1
+            left_out[f"{item.method} (side-effecting; --include-unsafe to keep)"] += times
             continue
-        result = _clean(item, keep, secrets)
+        found: Counter[str] = Counter()
+        result = _clean(item, keep, found)
+        for what, n in found.items():
+            secrets[what] += n * times
         if isinstance(result, str):
-            left_out[result] += 1
+            left_out[result] += times
             continue
-        cleaned.append(result)
+        cleaned[result] = cleaned.get(result, 0) + times
     if not cleaned:
         why = "; ".join(f"{n} x {reason}" for reason, n in sorted(left_out.items()))
         raise InputError(f"no request left to import ({why})", file or None)

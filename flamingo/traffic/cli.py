@@ -97,6 +97,8 @@ def _suite_name(args: argparse.Namespace) -> str:
 def import_traffic(args: argparse.Namespace) -> int:
     name = _suite_name(args)
     out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise InputError("is a directory, expected a file to write the suite to", str(out))
     if out is not None and out.exists() and not args.force:
         raise InputError("exists already (use --force to overwrite)", str(out))
     text = _read(args.file)
