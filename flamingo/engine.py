@@ -74,6 +74,7 @@ from flamingo.send import (
 )
 from flamingo.stagerun import StageRun
 from flamingo.suite import Suite
+from flamingo.upstream import RecordingOrigin
 from flamingo.workers import SendPool, plan
 
 __all__ = [
@@ -449,9 +450,13 @@ class Run:
             except OSError as exc:
                 raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
         workers, fewer = plan(self.settings.workers, self.settings, total)
+        if config.upstream is not None and workers > 1:
+            # Forwarded requests are matched to exchanges by token in the process that sends.
+            workers, fewer = 1, "upstream: the recording origin runs in the one sending process"
         settings = replace(self.settings, workers=workers)
         stage = StageRun(config, self.thresholds, lambda: session.cases(self.selection), total)
         tally = stage.tally()
+        origin = RecordingOrigin.of(config, settings)
         started_at, started = timestamp(), time.monotonic()
         # Told to stop while validating or counting: nothing is sent, the report says so.
         reason = f"interrupted by {signals.received}" if signals.received else ""
@@ -476,14 +481,14 @@ class Run:
         with contextlib.ExitStack() as stack:
             engine: SendEngine | None = None
             if not reason:
-                engine = self._open_engine(stack, workers, settings)
+                engine = self._open_engine(stack, workers, settings, origin)
             start = RunStart(total, config, settings, fewer, out_dir, redactor)
             for observer in self.observers:  # after the fork: a display may start a thread
                 observer.started(start)
             loop = new_event_loop()
             if engine is not None:
                 stage.start()
-            steps = _Steps(loop, engine, stage.cases(), judge, sink, signals)
+            steps = _Steps(loop, engine, stage.cases(), judge, sink, signals, origin)
             stepper = steps.run(buffer if stepping else None)
             try:
                 if engine is not None:
@@ -542,6 +547,8 @@ class Run:
             stage_rules=stage.document(tally),
         )
         document = gate_document(summary)
+        if origin is not None:
+            document["upstream"] = origin.counts()
         if files is not None:
             files.finish(gate, document, started_at)  # redacts the document in place
         else:
@@ -556,7 +563,11 @@ class Run:
             observer.finished(summary)
 
     def _open_engine(
-        self, stack: contextlib.ExitStack, workers: int, settings: RunSettings
+        self,
+        stack: contextlib.ExitStack,
+        workers: int,
+        settings: RunSettings,
+        origin: RecordingOrigin | None,
     ) -> SendEngine:
         """The send engine: forked workers (before the event loop and any thread) or local."""
         config, factory = self.session.config, self.session.transport_factory
@@ -568,7 +579,9 @@ class Run:
             except OSError as exc:
                 raise HarnessError(f"cannot start {workers} send workers: {exc}") from exc
         return LocalEngine(
-            Sender(config.old, config.new, settings, factory, replica=config.old_replica)
+            Sender(
+                config.old, config.new, settings, factory, replica=config.old_replica, origin=origin
+            )
         )
 
 
@@ -585,7 +598,9 @@ class _Steps:
         judge: CaseJudge,
         sink: Callable[[CaseResult], None],
         signals: SignalGuard,
+        origin: RecordingOrigin | None = None,
     ) -> None:
+        self.origin = origin  # started before the first case, stopped after the last
         self.loop = loop
         self.engine = engine
         self.cases = cases
@@ -623,6 +638,8 @@ class _Steps:
     async def _main(self, handle: Handle) -> None:
         assert self.engine is not None
         loop = asyncio.get_running_loop()
+        if self.origin is not None:
+            await self.origin.start()  # HarnessError when its port is taken: fail closed
         task = asyncio.ensure_future(self.engine.run(self.cases, handle))
 
         def on_signal(name: str) -> None:
@@ -647,6 +664,8 @@ class _Steps:
         finally:
             stack.close()  # back to deferring: closing and flushing below is not interrupted
             await self.engine.aclose()
+            if self.origin is not None:
+                await self.origin.stop()
             for (
                 result
             ) in self.judge.flush():  # held for noise learning: judged with what was learned

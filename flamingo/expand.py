@@ -22,7 +22,7 @@ from itertools import product
 from typing import Any
 from urllib.parse import quote
 
-from flamingo.model import Case, Expect, HeaderExpect, Headers
+from flamingo.model import Case, Expect, HeaderExpect, Headers, RawRequest
 from flamingo.suite import (
     VAR_RE,
     RequestSpec,
@@ -147,6 +147,7 @@ class _Plan:
         self.headers = self._headers(request, index)
         self.body = self._body(request, index)
         self.expect = self._expect(request, index)
+        self.raw = self._raw(request, index)
 
     @staticmethod
     def _path(request: RequestSpec, index: Mapping[str, int]) -> Callable[[Texts, Texts], str]:
@@ -193,12 +194,35 @@ class _Plan:
         return lambda _texts, _raws: None
 
     @staticmethod
+    def _raw(
+        request: RequestSpec, index: Mapping[str, int]
+    ) -> Callable[[Texts], RawRequest | None]:
+        """Raw parts rendered: text as its UTF-8 (nothing added), bytes and pauses as given."""
+        if request.raw is None:
+            return lambda _texts: None
+        idle = request.raw_idle if request.raw_idle is not None else RawRequest.idle
+        renders = [_text(part, index) if isinstance(part, str) else part for part in request.raw]
+
+        def raw(texts: Texts) -> RawRequest:
+            parts = tuple(
+                part if isinstance(part, bytes | float) else part(texts).encode()
+                for part in renders
+            )
+            return RawRequest(parts, idle=idle, timeout=request.raw_timeout)
+
+        if not any(template_vars(part) for part in request.raw if isinstance(part, str)):
+            constant = raw(())
+            return lambda _texts: constant
+        return raw
+
+    @staticmethod
     def _expect(request: RequestSpec, index: Mapping[str, int]) -> Callable[[Texts, Raws], Expect]:
         spec = request.expect
         json_render = _json(spec.json, index) if spec.has_json else None
         status_vars = [whole_var(s) if isinstance(s, str) else None for s in spec.status]
         header_vars = any(
-            template_vars(h.equals or "") or template_vars(h.regex or "") for h in spec.headers
+            template_vars(h.equals or "") or template_vars(h.regex or "")
+            for h in (*spec.headers, *spec.upstream_headers)
         )
         if json_render is None and not header_vars and not any(status_vars):
             constant = Expect(
@@ -214,6 +238,15 @@ class _Plan:
                 ),
                 json=spec.json,
                 has_json=spec.has_json,
+                upstream_headers=tuple(
+                    HeaderExpect(
+                        name=h.name,
+                        equals=h.equals,
+                        regex=re.compile(h.regex) if h.regex is not None else None,
+                        absent=h.absent,
+                    )
+                    for h in spec.upstream_headers
+                ),
             )
             return lambda _texts, _raws: constant
 
@@ -229,6 +262,14 @@ class _Plan:
                 _RegexRender(h.regex, index) if h.regex is not None else None,
             )
             for h in spec.headers
+        ]
+        upstream = [
+            (
+                h,
+                _text(h.equals, index) if h.equals is not None else None,
+                _RegexRender(h.regex, index) if h.regex is not None else None,
+            )
+            for h in spec.upstream_headers
         ]
 
         def expect(texts: Texts, raws: Raws) -> Expect:
@@ -248,6 +289,15 @@ class _Plan:
                 ),
                 json=json_render(texts, raws) if json_render is not None else spec.json,
                 has_json=spec.has_json,
+                upstream_headers=tuple(
+                    HeaderExpect(
+                        name=h.name,
+                        equals=equals(texts) if equals is not None else None,
+                        regex=regex(texts) if regex is not None else None,
+                        absent=h.absent,
+                    )
+                    for h, equals, regex in upstream
+                ),
             )
 
         return expect
@@ -258,7 +308,7 @@ class _Plan:
         template = prefix + request.name
         source = f"{suite.file}:{request.line}"
         name_of, method_of, path_of = self.name, self.method, self.path
-        headers_of, body_of, expect_of = self.headers, self.body, self.expect
+        headers_of, body_of, expect_of, raw_of = self.headers, self.body, self.expect, self.raw
         suite_name, compare, tags, side_effects = (
             suite.name,
             suite.compare,
@@ -276,6 +326,7 @@ class _Plan:
             headers = headers_of(texts)
             body = body_of(texts, raws)
             expect = expect_of(texts, raws)
+            raw = raw_of(texts)
             for suffix in suffixes:
                 yield Case(
                     id=prefix + name + suffix,
@@ -291,6 +342,7 @@ class _Plan:
                     tags=tags,
                     source=source,
                     allow_side_effects=side_effects,
+                    raw=raw,
                 )
 
 

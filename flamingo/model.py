@@ -141,6 +141,17 @@ class CompareRules:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    """``upstream:`` of targets.yaml: flamingo's recording origin (`flamingo.upstream`)."""
+
+    host: str
+    port: int  # 0: any free port (tests; the proxies under test need a fixed one)
+    status: int = 200
+    headers: Headers = (("Content-Type", "text/plain"),)
+    body: bytes = b"flamingo origin\n"
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded targets.yaml."""
 
@@ -154,6 +165,7 @@ class Config:
     old_replica: Target | None = None  # a second instance of old, for noise learning
     compare: CompareRules = CompareRules()  # defaults under every suite's compare:
     accepted_path: str | None = None  # accepted.yaml, resolved against targets.yaml's folder
+    upstream: UpstreamSettings | None = None  # run the recording origin; compare what was forwarded
 
     def gate(self, stage: str | None) -> GateThresholds:
         if stage is None:
@@ -196,7 +208,7 @@ class Expect:
 
 #: What ``{{ token }}`` in a raw request is while the case is built (``flamingo.raw`` puts the
 #: exchange's upstream token, or `NO_TOKEN`, in its place just before sending).
-TOKEN_SENTINEL = b"\x00{{token}}\x00"
+TOKEN_SENTINEL = "\ue000flamingo-token\ue000".encode()
 #: The stand-in token when no recording origin runs: as long as a real one (25 characters).
 NO_TOKEN = b"flamingo-0000000000000000"
 

@@ -14,6 +14,7 @@ domain result and falls back to pytest's own for anything else (the shape of pyt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from flamingo.model import CaseResult, Config
 from flamingo.report.redact import Redactor, credentials_of
 from flamingo.report.rows import describe_difference, describe_failure
 from flamingo.send import Sender
+from flamingo.upstream import RecordingOrigin
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,11 +105,15 @@ class CaseItem(pytest.Item):
         assert config is not None
 
         async def send() -> CaseResult:
-            sender = Sender(config.old, config.new, config.run)
-            try:
-                old, new = await sender.send_pair(self.case)
-            finally:
-                await sender.aclose()
+            # With `upstream:`, each item runs the recording origin for its own exchange (so
+            # under xdist only one worker can hold its port: the others fail closed).
+            origin = RecordingOrigin.of(config, config.run)
+            async with origin or contextlib.nullcontext():
+                sender = Sender(config.old, config.new, config.run, origin=origin)
+                try:
+                    old, new = await sender.send_pair(self.case)
+                finally:
+                    await sender.aclose()
             return judge_case(self.case, old, new)
 
         result = asyncio.run(send())

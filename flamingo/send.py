@@ -34,7 +34,19 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
 
-from flamingo.model import Case, Exchange, Headers, Response, RunSettings, Target, TransportError
+from flamingo.model import (
+    TOKEN_SENTINEL,
+    Case,
+    Exchange,
+    Headers,
+    RawRequest,
+    Response,
+    RunSettings,
+    Target,
+    TransportError,
+)
+from flamingo.raw import RawTransport
+from flamingo.upstream import TOKEN_HEADER, RecordingOrigin, with_target_host
 from flamingo.wire import BodyReader as _BodyReader
 
 RETRYABLE = frozenset({"connect", "reset", "timeout"})
@@ -58,6 +70,9 @@ class Request(Protocol):
     @property
     def body(self) -> bytes | None: ...
 
+    @property
+    def raw(self) -> RawRequest | None: ...
+
 
 class WireRequest(NamedTuple):
     """The part of a `Case` a send worker process needs (cheap to pickle: a plain tuple)."""
@@ -66,10 +81,25 @@ class WireRequest(NamedTuple):
     path: str
     headers: Headers
     body: bytes | None
+    raw: RawRequest | None = None
 
     @classmethod
     def of(cls, case: Case) -> WireRequest:
-        return cls(case.method, case.path, case.headers, case.body)
+        return cls(case.method, case.path, case.headers, case.body, case.raw)
+
+
+def stamped(case: Request, token: str) -> WireRequest:
+    """The request carrying an upstream token (`flamingo.upstream`): in the ``X-Flamingo-Token``
+    header of a built request, or wherever a raw request's template wrote ``{{ token }}``."""
+    raw = case.raw
+    if raw is None:
+        headers = (*case.headers, (TOKEN_HEADER, token))
+        return WireRequest(case.method, case.path, headers, case.body)
+    value = token.encode("ascii")
+    parts = tuple(
+        p.replace(TOKEN_SENTINEL, value) if isinstance(p, bytes) else p for p in raw.parts
+    )
+    return WireRequest(case.method, case.path, case.headers, case.body, replace(raw, parts=parts))
 
 
 class Transport(Protocol):
@@ -346,10 +376,27 @@ class HttpxTransport:
         await self.client.aclose()
 
 
+class EitherTransport:
+    """A target's two ways of sending behind one seam: byte-exact requests (``case.raw``) over
+    `RawTransport`, everything else over the client library's transport."""
+
+    def __init__(self, http: Transport, raw: Transport) -> None:
+        self.http = http
+        self.raw = raw
+
+    async def send(self, case: Request) -> Exchange:
+        return await (self.http if case.raw is None else self.raw).send(case)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.raw.aclose()
+
+
 def default_transport(target: Target, settings: RunSettings) -> Transport:
-    if target.http2:
-        return HttpxTransport(target, settings)
-    return AiohttpTransport(target, settings)
+    http: Transport = (
+        HttpxTransport(target, settings) if target.http2 else AiohttpTransport(target, settings)
+    )
+    return EitherTransport(http, RawTransport(target, settings))
 
 
 class Pacer:
@@ -398,8 +445,10 @@ class Sender:
         settings: RunSettings,
         transport_factory: TransportFactory = default_transport,
         replica: Target | None = None,
+        origin: RecordingOrigin | None = None,
     ) -> None:
         self.settings = settings
+        self.origin = origin  # the recording origin: each exchange carries a token to it
         # The replica (a second instance of old, or old itself) answers noise-learning requests.
         self.targets = {"old": old, "new": new, "old_replica": replica or old}
         self._factory = transport_factory
@@ -427,6 +476,24 @@ class Sender:
         self.requests_reserved += requests
         return True
 
+    async def _exchange(self, which: str, transport: Transport, case: Request) -> Exchange:
+        """One attempt; with a recording origin, the request carries a fresh token and the
+        response what the origin received under it."""
+        origin = self.origin
+        if origin is None:
+            return await transport.send(case)
+        if case.raw is not None and TOKEN_SENTINEL not in case.raw.data:
+            with origin.untracked():  # no {{ token }}: what it forwards cannot be matched
+                return await transport.send(case)
+        token, before = origin.new_token(), origin.untokened
+        exchange = await transport.send(stamped(case, token))
+        if not isinstance(exchange, Response):
+            return exchange
+        view = origin.take(token, before)
+        if case.raw is None:
+            view = with_target_host(view, self.targets[which].base_url)
+        return replace(exchange, upstream=view)
+
     async def send(self, which: str, case: Request) -> Exchange:
         transport = self.transports.get(which)
         if transport is None:  # the replica's own connections, opened on first use
@@ -439,7 +506,7 @@ class Sender:
                 if pacer.interval:  # no coroutine at all when the rate is unlimited
                     await pacer.wait()
                 self.requests_sent += 1
-                exchange = await transport.send(case)
+                exchange = await self._exchange(which, transport, case)
             if isinstance(exchange, Response):
                 return exchange if attempts == 1 else replace(exchange, attempts=attempts)
             # A POST that reset or timed out may have been applied: only a request that never

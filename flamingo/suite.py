@@ -103,6 +103,7 @@ class ExpectSpec:
     headers: tuple[HeaderExpectSpec, ...] = ()
     json: Any = None
     has_json: bool = False
+    upstream_headers: tuple[HeaderExpectSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,11 @@ class RequestSpec:
     expect: ExpectSpec = ExpectSpec()
     matrix: Matrix = ()
     repeat: int = 1
+    #: A raw request (``raw``/``raw_b64``/``raw_chunks``): text templates, bytes and pauses (s),
+    #: sent instead of method/path/headers/body; ``path`` is then the first line's target.
+    raw: tuple[str | bytes | float, ...] | None = None
+    raw_idle: float | None = None
+    raw_timeout: float | None = None
 
     @property
     def case_count(self) -> int:

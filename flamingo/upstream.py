@@ -35,9 +35,12 @@ import itertools
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
 
-from flamingo.model import ForwardedRequest, Headers, UpstreamView
+from flamingo.errors import HarnessError
+from flamingo.model import Config, ForwardedRequest, RunSettings, UpstreamSettings, UpstreamView
 from flamingo.wire import Message, MessageReader
 
 TOKEN_HEADER = "X-Flamingo-Token"
@@ -46,17 +49,6 @@ TOKEN_PLACEHOLDER = b"{{ token }}"
 #: Requests kept per token: a smuggled request can multiply them, but never without bound.
 MAX_PER_TOKEN = 16
 _READ = 1 << 16
-
-
-@dataclass(frozen=True)
-class OriginSettings:
-    """``upstream:`` of targets.yaml."""
-
-    host: str
-    port: int
-    status: int = 200
-    headers: Headers = (("Content-Type", "text/plain"),)
-    body: bytes = b"flamingo origin\n"
 
 
 def _latin(data: bytes) -> str:
@@ -97,14 +89,42 @@ def forwarded_record(message: Message, seq: int) -> ForwardedRequest:
     )
 
 
+def with_target_host(view: UpstreamView, base_url: str) -> UpstreamView:
+    """A built request's Host is the target's own ``host:port`` (two targets never share it);
+    where a proxy passed it on unchanged, it reads ``{{ target }}``, so forwarding Host as
+    received compares equal across targets while a rewritten Host still shows."""
+    if not view.requests:
+        return view
+    url = urlsplit(base_url)
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    authority = url.hostname or ""
+    if ":" in authority:
+        authority = f"[{authority}]"
+    if url.port is not None and url.port != default:
+        authority = f"{authority}:{url.port}"
+    requests = tuple(
+        replace(
+            request,
+            headers=tuple(
+                (name, "{{ target }}" if value == authority else value)
+                for name, value in request.headers
+            ),
+        )
+        for request in view.requests
+    )
+    return replace(view, requests=requests)
+
+
 class RecordingOrigin:
     """An asyncio HTTP/1.1 origin that answers one response and records what it received."""
 
-    def __init__(self, settings: OriginSettings, max_body: int = 10 * 1024 * 1024) -> None:
+    def __init__(self, settings: UpstreamSettings, max_body: int = 10 * 1024 * 1024) -> None:
         self.settings = settings
         self.max_body = max_body
-        self.untokened = 0  # requests that arrived without any token, in all
+        self.untokened = 0  # requests without any token, none explained by `untracked` exchanges
+        self.untracked_requests = 0  # requests without a token while an untracked exchange ran
         self.received = 0
+        self._untracked_in_flight = 0
         self._by_token: dict[bytes, list[ForwardedRequest]] = {}
         self._prefix = secrets.token_hex(3)
         self._counter = itertools.count(1)
@@ -124,12 +144,50 @@ class RecordingOrigin:
         lost = 0 if requests else self.untokened - untokened_before
         return UpstreamView(requests, lost)
 
+    @contextlib.contextmanager
+    def untracked(self) -> Iterator[None]:
+        """Around an exchange that carries no token (a raw request without ``{{ token }}``):
+        requests without a token that arrive meanwhile are put down to it, not counted as
+        stripped tokens (a stripped token arriving then goes unnoticed - the price of sending
+        untracked requests at the same time)."""
+        self._untracked_in_flight += 1
+        try:
+            yield
+        finally:
+            self._untracked_in_flight -= 1
+
     # -- life cycle ---------------------------------------------------------------------------
 
+    @classmethod
+    def of(cls, config: Config, settings: RunSettings) -> RecordingOrigin | None:
+        """The run's origin (not started), or None when targets.yaml has no ``upstream:``."""
+        if config.upstream is None:
+            return None
+        return cls(config.upstream, settings.max_body_bytes)
+
+    @property
+    def listen(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def counts(self) -> dict[str, Any]:
+        """For gate.json: requests received, without a token (a proxy stripped or rewrote it),
+        and without a token while an untracked exchange ran."""
+        return {
+            "listen": self.listen,
+            "received": self.received,
+            "untokened": self.untokened,
+            "untracked": self.untracked_requests,
+        }
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._connection, self.settings.host, self.settings.port, reuse_address=True
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._connection, self.settings.host, self.settings.port, reuse_address=True
+            )
+        except OSError as exc:
+            raise HarnessError(
+                f"upstream: cannot listen on {self.listen}: {exc.strerror or exc}"
+            ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -165,7 +223,10 @@ class RecordingOrigin:
         self.received += 1
         tokens = list(dict.fromkeys(_tokens_in(message)))
         if not tokens:
-            self.untokened += 1
+            if self._untracked_in_flight:
+                self.untracked_requests += 1
+            else:
+                self.untokened += 1
             return
         record = forwarded_record(message, seq)
         for token in tokens:  # a request carrying two exchanges' tokens belongs to both
@@ -223,6 +284,10 @@ class RecordingOrigin:
                 if close or not data:
                     return
         except (OSError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            # `stop` cancels open connections; ending quietly keeps asyncio's server callback
+            # from logging the cancellation as an error.
             return
         finally:
             writer.close()

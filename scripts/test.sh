@@ -19,6 +19,12 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
+# The edge-suite end-to-end tests need a second proxy of a different make: HAProxy (Debian).
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    echo "test.sh: installing haproxy (Debian) for the edge-suite tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+fi
+
 python3 -m ruff check flamingo tests bench
 python3 -m ruff format --check flamingo tests bench
 python3 -m mypy flamingo

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import pytest
 from faultserver import ServerFactory, running
+from haproxy import find_haproxy
 from hypothesis import HealthCheck, settings
 
 from flamingo.demo import start_demo_process
@@ -374,6 +375,33 @@ def nginx_factory(
 def nginx_proxy(nginx_factory: NginxFactory) -> str:
     """Base URL of a plain nginx reverse proxy in front of the demo origin."""
     return nginx_factory()
+
+
+# --------------------------------------------------------------------------------------------
+# HAProxy: a second proxy of a different make (tests/haproxy.py), for the edge suite
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def haproxy_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of the haproxy executable, apt-installing the Debian package if it is missing."""
+    found = find_haproxy()
+    if found:
+        return found
+    lock = tmp_path_factory.getbasetemp().parent / "flamingo-haproxy-install.lock"
+    with _file_lock(lock):
+        found = find_haproxy()
+        if found is None:
+            if shutil.which("apt-get") is None or os.geteuid() != 0:
+                pytest.fail(
+                    "haproxy is not installed; run `apt-get install haproxy`", pytrace=False
+                )
+            _run_apt(["update"])
+            result = _run_apt(["install", "-y", "--no-install-recommends", "haproxy"])
+            found = find_haproxy()
+            if found is None:
+                pytest.fail(f"could not install haproxy:\n{_tail(result.stdout + result.stderr)}")
+        return found
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from flamingo.upstream import OriginSettings, RecordingOrigin
+from flamingo.model import UpstreamSettings
+from flamingo.upstream import RecordingOrigin
 
 
 async def talk(port: int, data: bytes, *, replies: int = 1, close: bool = False) -> bytes:
@@ -26,7 +27,7 @@ async def talk(port: int, data: bytes, *, replies: int = 1, close: bool = False)
 
 def run(coro_factory):  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
-        async with RecordingOrigin(OriginSettings("127.0.0.1", 0, body=b"hi")) as origin:
+        async with RecordingOrigin(UpstreamSettings("127.0.0.1", 0, body=b"hi")) as origin:
             return origin, await coro_factory(origin)
 
     return asyncio.run(main())

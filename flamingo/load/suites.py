@@ -10,6 +10,8 @@ multiplication before that walk.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import re
@@ -28,6 +30,7 @@ from flamingo.load.validate import (
     _boolean,
     _check_keys,
     _compare_rules,
+    _duration,
     _header_name,
     _header_value_text,
     _int_at_least,
@@ -39,6 +42,7 @@ from flamingo.load.validate import (
     _string,
     _unique_header,
 )
+from flamingo.model import TOKEN_SENTINEL
 from flamingo.suite import (
     IDENT_RE,
     VAR_RE,
@@ -111,8 +115,18 @@ class _Section:
     status: list[int | _Tpl] | None = None
     expect_headers: dict[str, _HeaderExpectDraft] = field(default_factory=dict)
     expect_json: Any = _UNSET
+    expect_upstream: dict[str, _HeaderExpectDraft] = field(default_factory=dict)
+    raw: list[_Tpl | bytes | float] | None = None  # raw/raw_b64/raw_chunks: text, bytes, pauses
 
     def templates(self) -> Iterator[_Tpl]:
+        for part in self.raw or ():
+            if isinstance(part, _Tpl):
+                yield part
+        for expect in self.expect_upstream.values():
+            if expect.equals is not None:
+                yield expect.equals
+            if expect.regex is not None:
+                yield expect.regex
         if self.method is not None:
             yield self.method
         for _, value in self.headers.values():
@@ -278,20 +292,112 @@ def _header_expect(name: str, value: Any, at: _At) -> _HeaderExpectDraft:
 
 def _expect(value: Any, at: _At, section: _Section) -> None:
     mapping = _optional_mapping(value, at)
-    _check_keys(mapping, at, ("status", "headers", "json"))
+    _check_keys(mapping, at, ("status", "headers", "json", "upstream"))
     if "status" in mapping:
         section.status = _status(mapping["status"], at.key(mapping, "status"))
     if "headers" in mapping:
-        headers_at = at.key(mapping, "headers")
-        headers = _optional_mapping(mapping["headers"], headers_at)
-        seen: dict[str, int] = {}
-        for key, item in headers.items():
-            name = _header_name(key, headers, headers_at)
-            _unique_header(name.lower(), seen, headers, name, headers_at)
-            draft = _header_expect(name.lower(), item, headers_at.key(headers, key))
-            section.expect_headers[name.lower()] = draft
+        section.expect_headers = _header_expects(mapping["headers"], at.key(mapping, "headers"))
     if "json" in mapping:
         section.expect_json = _json_tree(mapping["json"], at.key(mapping, "json"))
+    if "upstream" in mapping:
+        upstream_at = at.key(mapping, "upstream")
+        upstream = _mapping(mapping["upstream"], upstream_at)
+        _check_keys(upstream, upstream_at, ("headers",), required=("headers",))
+        section.expect_upstream = _header_expects(
+            upstream["headers"], upstream_at.key(upstream, "headers")
+        )
+
+
+def _header_expects(value: Any, at: _At) -> dict[str, _HeaderExpectDraft]:
+    headers = _optional_mapping(value, at)
+    seen: dict[str, int] = {}
+    drafts: dict[str, _HeaderExpectDraft] = {}
+    for key, item in headers.items():
+        name = _header_name(key, headers, at)
+        _unique_header(name.lower(), seen, headers, name, at)
+        drafts[name.lower()] = _header_expect(name.lower(), item, at.key(headers, key))
+    return drafts
+
+
+# --------------------------------------------------------------------------------------------
+# Raw requests: raw, raw_b64, raw_chunks
+# --------------------------------------------------------------------------------------------
+
+_RAW_KEYS = ("raw", "raw_b64", "raw_chunks")
+#: Keys that describe a request flamingo builds; a raw request is sent as written instead.
+_BUILT_KEYS = ("method", "path", "query", "headers", "json", "body")
+_TOKEN_VAR_RE = re.compile(r"\{\{\s*token\s*\}\}")
+_BARE_LF_RE = re.compile(r"(?<!\r)\n")
+
+
+def _raw_text(value: Any, at: _At, crlf: bool) -> _Tpl:
+    """A raw template: ``{{ token }}`` becomes the token stand-in (filled in at send time),
+    and with ``raw_crlf`` every bare LF of the text as written becomes CRLF."""
+    text = _string(value, at)
+    if crlf:
+        text = _BARE_LF_RE.sub("\r\n", text)
+    return _tpl(_TOKEN_VAR_RE.sub(TOKEN_SENTINEL.decode(), text), at)
+
+
+def _b64(value: Any, at: _At) -> bytes:
+    text = _non_empty_string(value, at)
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise at.error(f"expected base64 (RFC 4648), got {quote(text[:40])}: {exc}") from exc
+
+
+def _raw_chunk(value: Any, at: _At, crlf: bool) -> _Tpl | bytes | float:
+    if not isinstance(value, YMap):
+        return _raw_text(value, at, crlf)
+    _check_keys(value, at, ("b64", "pause"))
+    if len(value) != 1:
+        raise at.error("expected one of {b64: ...} or {pause: DURATION} per chunk")
+    if "b64" in value:
+        return _b64(value["b64"], at.key(value, "b64"))
+    return _duration(value["pause"], at.key(value, "pause"))
+
+
+def _raw(mapping: YMap, at: _At) -> list[_Tpl | bytes | float]:
+    given = [key for key in _RAW_KEYS if key in mapping]
+    if len(given) > 1:
+        line = max(mapping.key_line(key) for key in given)
+        raise at.error(f"use one of {', '.join(given)}, not several", line)
+    built = [key for key in _BUILT_KEYS if key in mapping]
+    if built:
+        raise at.plain(
+            f"{at.path}.{built[0]}: a raw request is sent exactly as written; "
+            f"write the {built[0]} into the {given[0]} bytes instead",
+            mapping.key_line(built[0]),
+        )
+    crlf = False
+    if "raw_crlf" in mapping:
+        crlf_at = at.key(mapping, "raw_crlf")
+        crlf = _boolean(mapping["raw_crlf"], crlf_at)
+        if given[0] == "raw_b64":
+            raise crlf_at.error("raw_crlf applies to raw and raw_chunks text, not to raw_b64")
+    key = given[0]
+    key_at = at.key(mapping, key)
+    if key == "raw":
+        return [_raw_text(mapping[key], key_at, crlf)]
+    if key == "raw_b64":
+        return [_b64(mapping[key], key_at)]
+    chunks = _list(mapping[key], key_at, non_empty=True)
+    parts = [_raw_chunk(item, key_at.item(chunks, i), crlf) for i, item in enumerate(chunks)]
+    if not any(not isinstance(part, float) for part in parts):
+        raise key_at.error("raw_chunks has only pauses: nothing to send")
+    return parts
+
+
+def _raw_first_line(parts: Sequence[_Tpl | bytes | float]) -> tuple[str, str]:
+    """(method, target) of the first request line, for ids, reports and the side-effect guard:
+    ``RAW`` and ``""`` when the bytes do not start with one."""
+    first = next((p for p in parts if not isinstance(p, float)), b"")
+    text = first.text if isinstance(first, _Tpl) else first.decode("latin-1")
+    words = text.split("\n", 1)[0].split(" ")
+    method = words[0] if _TOKEN_RE.fullmatch(words[0]) else "RAW"
+    target = words[1] if len(words) > 2 else ""
+    return method.upper(), target.replace(TOKEN_SENTINEL.decode(), "<token>")
 
 
 _DEFAULTS_KEYS = ("method", "headers", "query", "json", "body", "expect")
@@ -306,6 +412,10 @@ _REQUEST_KEYS = (
     "matrix",
     "repeat",
     "expect",
+    *_RAW_KEYS,
+    "raw_crlf",
+    "idle",
+    "timeout",
 )
 _SUITE_KEYS = ("suite", "tags", "defaults", "matrix", "requests", "compare", "allow_side_effects")
 
@@ -353,6 +463,8 @@ def _merge(defaults: _Section, request: _Section) -> _Section:
         expect_json=request.expect_json
         if request.expect_json is not _UNSET
         else defaults.expect_json,
+        expect_upstream=_merged(defaults.expect_upstream, request.expect_upstream),
+        raw=request.raw,
     )
 
 
@@ -478,7 +590,8 @@ def _finalize(
                 line,
             )
 
-    _check_path(path, values)
+    if section.raw is None:
+        _check_path(path, values)
     if section.method is not None and section.method.vars:
         for text in _renderings(section.method, values):
             if not _TOKEN_RE.fullmatch(text):
@@ -493,17 +606,10 @@ def _finalize(
 
     expect = ExpectSpec(
         status=tuple(s.text if isinstance(s, _Tpl) else s for s in section.status or ()),
-        headers=tuple(
-            HeaderExpectSpec(
-                name=draft.name,
-                equals=draft.equals.text if draft.equals else None,
-                regex=draft.regex.text if draft.regex else None,
-                absent=draft.absent,
-            )
-            for draft in section.expect_headers.values()
-        ),
+        headers=tuple(_header_spec(draft) for draft in section.expect_headers.values()),
         json=None if section.expect_json is _UNSET else _unwrap(section.expect_json),
         has_json=section.expect_json is not _UNSET,
+        upstream_headers=tuple(_header_spec(d) for d in section.expect_upstream.values()),
     )
     return RequestSpec(
         name=name.text,
@@ -521,23 +627,64 @@ def _finalize(
         expect=expect,
         matrix=tuple((var, axis) for var, axis, _ in base if var in used),
         repeat=repeat,
+        raw=None
+        if section.raw is None
+        else tuple(part.text if isinstance(part, _Tpl) else part for part in section.raw),
+    )
+
+
+def _header_spec(draft: _HeaderExpectDraft) -> HeaderExpectSpec:
+    return HeaderExpectSpec(
+        name=draft.name,
+        equals=draft.equals.text if draft.equals else None,
+        regex=draft.regex.text if draft.regex else None,
+        absent=draft.absent,
     )
 
 
 def _request(value: Any, at: _At, defaults: _Section, suite_matrix: list[_Axis]) -> RequestSpec:
     mapping = _mapping(value, at)
-    _check_keys(mapping, at, _REQUEST_KEYS, required=("name", "path"))
+    is_raw = any(key in mapping for key in _RAW_KEYS)
+    _check_keys(mapping, at, _REQUEST_KEYS, required=("name",) if is_raw else ("name", "path"))
     name_at = at.key(mapping, "name")
     name = _tpl(_non_empty_string(mapping["name"], name_at), name_at)
-    path = _string_tpl(mapping["path"], at.key(mapping, "path"))
     own_matrix = (
         _matrix(mapping["matrix"], at.key(mapping, "matrix")) if "matrix" in mapping else None
     )
     repeat = (
         _int_at_least(1)(mapping["repeat"], at.key(mapping, "repeat")) if "repeat" in mapping else 1
     )
-    section = _merge(defaults, _section(mapping, at))
-    return _finalize(name, path, section, own_matrix, suite_matrix, repeat, at)
+    raw_only = [key for key in ("raw_crlf", "idle", "timeout") if key in mapping]
+    if not is_raw:
+        if raw_only:
+            raise at.plain(
+                f"{at.path}.{raw_only[0]}: only for raw requests (raw, raw_b64, raw_chunks)",
+                mapping.key_line(raw_only[0]),
+            )
+        path = _string_tpl(mapping["path"], at.key(mapping, "path"))
+        section = _merge(defaults, _section(mapping, at))
+        return _finalize(name, path, section, own_matrix, suite_matrix, repeat, at)
+    section = _Section()
+    if "expect" in mapping:
+        _expect(mapping["expect"], at.key(mapping, "expect"), section)
+    # Suite defaults describe built requests; of them, only the expectations apply to raw ones.
+    expectations = _Section(
+        status=defaults.status,
+        expect_headers=defaults.expect_headers,
+        expect_json=defaults.expect_json,
+        expect_upstream=defaults.expect_upstream,
+    )
+    section = _merge(expectations, section)
+    section.raw = _raw(mapping, at)
+    timing = {
+        key: _duration(mapping[key], at.key(mapping, key))
+        for key in ("idle", "timeout")
+        if key in mapping
+    }
+    method, target = _raw_first_line(section.raw)
+    section.method = _tpl(method, at)
+    spec = _finalize(name, _tpl(target, at), section, own_matrix, suite_matrix, repeat, at)
+    return replace(spec, raw_idle=timing.get("idle"), raw_timeout=timing.get("timeout"))
 
 
 def _suite_name(value: Any, at: _At) -> str:

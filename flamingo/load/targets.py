@@ -32,6 +32,7 @@ from flamingo.load.validate import (
     _optional,
     _optional_mapping,
     _size,
+    _string,
     _target_headers,
     _workers,
 )
@@ -41,6 +42,7 @@ from flamingo.model import (
     GateThresholds,
     RunSettings,
     Target,
+    UpstreamSettings,
 )
 from flamingo.yamlload import (
     describe,
@@ -102,7 +104,49 @@ _GATE_RULES: dict[str, Rule] = {
 assert tuple(_GATE_RULES) == GATE_KEYS
 _GATE_RULES.update(STAGE_GATE_RULES)
 
-_CONFIG_KEYS = ("targets", "run", "gates", "compare", "accepted")
+_CONFIG_KEYS = ("targets", "run", "gates", "compare", "accepted", "upstream")
+_LISTEN_EXPECTED = "expected HOST:PORT such as 127.0.0.1:9099"
+
+
+def _listen(value: Any, at: _At) -> tuple[str, int]:
+    text = _non_empty_string(value, at)
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise at.error(f"{_LISTEN_EXPECTED}, got {describe(text)}")
+    return host.strip("[]"), int(port)
+
+
+def _status_code(value: Any, at: _At) -> int:
+    code = _int_at_least(200)(value, at)
+    if code > 599:
+        raise at.error(f"expected a status code between 200 and 599, got {code}")
+    return int(code)
+
+
+def _upstream(value: Any, at: _At) -> UpstreamSettings:
+    """``upstream: {listen: HOST:PORT, response: {status, headers, body}}``."""
+    mapping = _mapping(value, at)
+    _check_keys(mapping, at, ("listen", "response"), required=("listen",))
+    host, port = _listen(mapping["listen"], at.key(mapping, "listen"))
+    settings = UpstreamSettings(host, port)
+    if "response" in mapping:
+        response_at = at.key(mapping, "response")
+        response = _optional_mapping(mapping["response"], response_at)
+        _check_keys(response, response_at, ("status", "headers", "body"))
+        changes: dict[str, Any] = {}
+        if "status" in response:
+            changes["status"] = _status_code(
+                response["status"], response_at.key(response, "status")
+            )
+        if "headers" in response:
+            changes["headers"] = _target_headers(
+                response["headers"], response_at.key(response, "headers")
+            )
+        if "body" in response:
+            body = _string(response["body"], response_at.key(response, "body"))
+            changes["body"] = body.encode()
+        settings = replace(settings, **changes)
+    return settings
 
 
 def _target(name: str, value: Any, at: _At) -> Target:
@@ -169,8 +213,12 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
         accepted = _non_empty_string(document["accepted"], root.key(document, "accepted"))
         # Relative to the targets file, so a repo's targets.yaml works from any directory.
         accepted_path = os.path.join(os.path.dirname(file), accepted)
+    upstream = None
+    if "upstream" in document:
+        upstream = _upstream(document["upstream"], root.key(document, "upstream"))
     return Config(
         path=file,
+        upstream=upstream,
         old=old,
         new=new,
         run=run,

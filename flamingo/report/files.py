@@ -84,6 +84,8 @@ def _exchange_json(response: Exchange | None) -> tuple[str, float] | None:
         not isinstance(response, Response)
         or response.attempts != 1
         or response.body_sha256
+        or response.ending  # raw exchanges and the upstream view take the general path
+        or response.upstream is not None
         or type(response.status) is not int
         or type(response.latency_ms) is not float
     ):

@@ -40,6 +40,42 @@ def _table(title: str, headers: Iterable[str], rows: Iterable[str]) -> str:
     return f"<h2>{title}</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def _forwarded_text(view: dict[str, Any] | None) -> str:
+    """One side's forwarded request(s) as the origin received them (`rows.upstream_view`)."""
+    if view is None:
+        return "not recorded"
+    requests = view.get("requests", [])
+    if not requests:
+        lost = view.get("untokened")
+        return f"token lost ({lost} untokened at the origin)" if lost else "nothing forwarded"
+    blocks = []
+    for request in requests:
+        lines = [request["request_line"], *(f"{n}: {v}" for n, v in request["headers"])]
+        lines.append(f"[{request['framing']}, {request['body_bytes']} bytes]")
+        if request["body"]:
+            lines.append(request["body"])
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _exchange_evidence(row: dict[str, Any]) -> str:
+    """Old and new side by side for raw exchanges and the upstream view: how each ended and
+    what each proxy forwarded."""
+    old, new = row["old"], row["new"]
+    if "upstream" not in old and "upstream" not in new and "ending" not in old:
+        return ""
+    cells = []
+    for side in (old, new):
+        text = ""
+        if "ending" in side:
+            statuses = [side.get("status"), *(m["status"] for m in side.get("more", []))]
+            text = f"responses {statuses}, ended: {side['ending']}\n\n"
+        if "upstream" in side:
+            text += "forwarded:\n" + _forwarded_text(side["upstream"])
+        cells.append(f"<td><pre>{escape(text)}</pre></td>")
+    return f"<table><tr><th>old</th><th>new</th></tr><tr>{''.join(cells)}</tr></table>"
+
+
 def render(gate: dict[str, Any], cases: list[dict[str, Any]], dropped: int) -> str:
     verdict = str(gate.get("verdict", "error"))
     parts = [
@@ -103,7 +139,7 @@ def render(gate: dict[str, Any], cases: list[dict[str, Any]], dropped: int) -> s
         parts.append(
             f"<tr><td><code>{escape(row['id'])}</code><br><small>{escape(row['method'])} "
             f"{escape(row['path'])}</small></td><td class='{outcome}'>{outcome}</td>"
-            f"<td><pre>{escape(chr(10).join(lines))}</pre></td></tr>"
+            f"<td><pre>{escape(chr(10).join(lines))}</pre>{_exchange_evidence(row)}</td></tr>"
         )
     parts.append("</table></body></html>\n")
     return "".join(parts)

@@ -111,6 +111,9 @@ def _credential_record(record: dict[str, Any]) -> bool:
     """A difference (or signature) of a credential header, or an expect failure on one."""
     if record.get("kind") == "header" and record.get("location") in SECRET_HEADERS:
         return True
+    location = record.get("location")
+    if record.get("kind") == "upstream" and isinstance(location, str):  # upstream.header.NAME
+        return location.rpartition(".header.")[2] in SECRET_HEADERS and ".header." in location
     what = record.get("what")
     return isinstance(what, str) and what.startswith("header ") and what[7:] in SECRET_HEADERS
 
@@ -253,6 +256,6 @@ def quiet(row: dict[str, Any]) -> bool:
     for item in row.values():
         if isinstance(item, list) and item:
             return False
-        if isinstance(item, dict) and ("message" in item or "error" in item):
+        if isinstance(item, dict) and ("message" in item or "error" in item or "upstream" in item):
             return False
     return True

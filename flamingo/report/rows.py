@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flamingo.model import CaseResult, Difference, Exchange, ExpectFailure, Response
+from flamingo.model import (
+    CaseResult,
+    Difference,
+    Exchange,
+    ExpectFailure,
+    ForwardedRequest,
+    Response,
+    UpstreamView,
+)
 from flamingo.signature import signature_id, signature_key
 
 
@@ -19,6 +27,15 @@ def exchange_view(exchange: Exchange) -> dict[str, Any]:
         }
         if exchange.body_sha256:
             view["body_sha256"] = exchange.body_sha256
+        if exchange.ending:  # a raw exchange: how it ended, and the responses after the first
+            view["ending"] = exchange.ending
+            if exchange.more:
+                view["more"] = [
+                    {"status": r.status or None, "reason": r.reason, "ending": r.ending or None}
+                    for r in exchange.more
+                ]
+        if exchange.upstream is not None:
+            view["upstream"] = upstream_view(exchange.upstream)
     else:
         view = {
             "status": None,
@@ -28,6 +45,38 @@ def exchange_view(exchange: Exchange) -> dict[str, Any]:
         }
     if exchange.attempts > 1:
         view["attempts"] = exchange.attempts
+    return view
+
+
+#: Characters of a forwarded body shown in a result row (the full body is compared, not kept).
+FORWARDED_BODY_CHARS = 2000
+
+
+def forwarded_view(request: ForwardedRequest) -> dict[str, Any]:
+    """What the recording origin received, as plain data: the report shows old's and new's
+    side by side."""
+    size = request.body_size if request.body_size >= 0 else len(request.body)
+    view: dict[str, Any] = {
+        "request_line": request.request_line,
+        "headers": [[name, value] for name, value in request.headers],
+        "framing": request.framing,
+        "body": request.body[: FORWARDED_BODY_CHARS * 4].decode("utf-8", "replace")[
+            :FORWARDED_BODY_CHARS
+        ],
+        "body_bytes": size,
+        "connection_seq": request.connection_seq,
+    }
+    if not request.complete:
+        view["complete"] = False
+    if request.notes:
+        view["notes"] = list(request.notes)
+    return view
+
+
+def upstream_view(upstream: UpstreamView) -> dict[str, Any]:
+    view: dict[str, Any] = {"requests": [forwarded_view(r) for r in upstream.requests]}
+    if upstream.untokened:
+        view["untokened"] = upstream.untokened
     return view
 
 

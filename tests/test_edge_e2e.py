@@ -1,0 +1,142 @@
+"""The bundled edge suite end to end: raw requests and the upstream view through real proxies.
+
+Two identical nginx must agree on every edge case; nginx against HAProxy (a different make) must
+show differences we can explain. Both runs go through `flamingo run` with flamingo's recording
+origin behind the proxies (``upstream:`` in targets.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NginxFactory
+from haproxy import start_haproxy
+
+from flamingo.cli import main
+
+SUITE = Path(__file__).resolve().parent.parent / "suites" / "edge"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def origin_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def haproxy_url(
+    haproxy_binary: str, origin_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    proxy = start_haproxy(
+        haproxy_binary,
+        tmp_path_factory.mktemp("haproxy"),
+        upstream=f"http://127.0.0.1:{origin_port}",
+    )
+    try:
+        yield proxy.url
+    finally:
+        proxy.stop()
+
+
+def run_edge(
+    tmp_path: Path, old: str, new: str, port: int
+) -> tuple[int, dict[str, Any], dict[str, dict[str, Any]]]:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        f"""targets:
+  old: {{base_url: "{old}"}}
+  new: {{base_url: "{new}"}}
+run: {{concurrency: 100, timeout: 3s, retries: 0}}
+upstream: {{listen: "127.0.0.1:{port}"}}
+"""
+    )
+    out = tmp_path / "out"
+    code = main(["run", "--targets", str(targets), "--suites", str(SUITE), "--out", str(out)])
+    gate = json.loads((out / "gate.json").read_text())
+    results = {
+        row["id"]: row for row in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+    return code, gate, results
+
+
+def test_two_identical_nginx_agree_on_every_edge_case(
+    nginx_factory: NginxFactory, origin_port: int, tmp_path: Path
+) -> None:
+    upstream = f"http://127.0.0.1:{origin_port}"
+    old = nginx_factory("# edge: old", upstream=upstream)
+    new = nginx_factory("# edge: new", upstream=upstream)
+    code, gate, results = run_edge(tmp_path, old, new, origin_port)
+    differing = {k: v["differences"] for k, v in results.items() if v["outcome"] != "match"}
+    assert differing == {}
+    assert code == 0 and gate["verdict"] == "pass"
+
+
+def _where(result: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {d["location"]: (d["old"], d["new"]) for d in result["differences"]}
+
+
+def test_nginx_and_haproxy_differ_in_explainable_ways(
+    nginx_factory: NginxFactory, haproxy_url: str, origin_port: int, tmp_path: Path
+) -> None:
+    upstream = f"http://127.0.0.1:{origin_port}"
+    old = nginx_factory("# edge: old", upstream=upstream)
+    code, gate, results = run_edge(tmp_path, old, haproxy_url, origin_port)
+    assert code == 1 and gate["verdict"] == "fail"
+    assert gate["totals"]["error"] == 0  # every ending is a behaviour, none a harness error
+    assert gate["upstream"]["untokened"] == 0
+
+    # CL and TE together: nginx refuses (400, closes); HAProxy drops Content-Length and forwards
+    # the chunked body.
+    cl_te = _where(results["edge::smuggling CL and TE"])
+    assert cl_te["status"] == (400, 200)
+    assert cl_te["upstream.requests"] == (0, 1)
+    # nginx buffers a chunked body and forwards it with Content-Length; HAProxy streams it chunked.
+    assert _where(results["edge::chunked body with a trailer"])["upstream.framing"] == (
+        "content-length: 3",
+        "chunked",
+    )
+    # nginx speaks HTTP/1.1 to the origin (proxy_http_version 1.1); HAProxy keeps the client's
+    # version.
+    assert _where(results["edge::version HTTP/1.0"])["upstream.request-line"] == (
+        "GET /edge/version HTTP/1.1",
+        "GET /edge/version HTTP/1.0",
+    )
+    # An absolute-form target: nginx rewrites it to origin-form, HAProxy forwards it as sent.
+    assert _where(results["edge::absolute-form target, same host"])["upstream.request-line"] == (
+        "GET /edge/absolute HTTP/1.1",
+        "GET http://edge.test/edge/absolute HTTP/1.1",
+    )
+    # A header named in Connection is hop-by-hop: HAProxy removes it, nginx passes it on.
+    connection = _where(results["edge::Connection lists a header (hop-by-hop by declaration)"])
+    assert connection["upstream.header.x-hop"] == ("must not reach the origin", None)
+    # Expect: 100-continue is answered by nginx itself; HAProxy forwards the header.
+    assert _where(results["edge::Expect 100-continue"])["upstream.header.expect"] == (
+        None,
+        "100-continue",
+    )
+    # A 9000-byte header: over nginx's 8k buffer (400, closed), within HAProxy's 16k.
+    long_header = _where(results["edge::very long header value (9000 bytes)"])
+    assert long_header["status"] == (400, 200)
+    assert long_header["ending"] == ("closed", "open")
+    # Both wait for a body that never comes: the same timeout, a match.
+    assert results["edge::body shorter than its Content-Length (the proxy waits)"]["outcome"] == (
+        "match"
+    )
+    # The evidence is plain data in results.jsonl and side by side in report.html.
+    row = results["edge::absolute-form target, same host"]
+    assert row["old"]["upstream"]["requests"][0]["request_line"] == "GET /edge/absolute HTTP/1.1"
+    assert row["new"]["ending"] == "open"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "GET http://edge.test/edge/absolute HTTP/1.1" in page
+    assert "X-Hop: must not reach the origin" in page
