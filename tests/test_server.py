@@ -10,6 +10,7 @@ tests/test_serve_e2e.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
@@ -154,6 +155,9 @@ BAD_AUTH: list[dict[str, Any]] = [
     {"Authorization": f"Basic {TOKEN}"},
     {"Authorization": f"Bearer {TOKEN}x"},
     {"Authorization": "Bearer \u00e9\u00e9".encode()},
+    {"Authorization": "Basic " + base64.b64encode(b"flamingo:wrong").decode()},
+    {"Authorization": "Basic " + base64.b64encode(TOKEN.encode()).decode()},  # no ':'
+    {"Authorization": "Basic !!notbase64"},
 ]
 
 
@@ -175,6 +179,9 @@ def test_healthz_needs_no_token_and_everything_else_does(server: Server) -> None
                 assert answer.status_code == 401, (method, path, headers)
                 assert answer.headers["WWW-Authenticate"].startswith("Bearer")
     assert server.runs.started == []  # nothing ran
+    # The token as a URL's password (what Flagger's Go client sends as Basic) is the token too.
+    with httpx.Client(base_url=server.url, auth=("flamingo", TOKEN)) as flagger:
+        assert flagger.post("/flagger/canary", json={}).status_code == 412  # authenticated
 
 
 def test_a_run_from_post_to_gate(server: Server, client: httpx.Client) -> None:

@@ -282,16 +282,22 @@ def test_counter_is_judged_as_a_rate_over_the_run() -> None:
 def test_counter_reset_missing_metric_and_zero_old() -> None:
     gate = resource_gate(ResourceBound(CPU, max_ratio_new_to_old=2.0))
     name = f"resources.{CPU}.max_ratio_new_to_old"
-    reset = scrapes({"old": {CPU: counter(5)}, "new": {CPU: counter(9)}},
-                    {"old": {CPU: counter(6)}, "new": {CPU: counter(1)}})  # fmt: skip
+    reset = scrapes(
+        {"old": {CPU: counter(5)}, "new": {CPU: counter(9)}},
+        {"old": {CPU: counter(6)}, "new": {CPU: counter(1)}},
+    )
     assert run_resources(gate, reset)[name].passed is False  # type: ignore[attr-defined]
     missing = scrapes({"old": {}, "new": {}}, {"old": {}, "new": {}})
     assert run_resources(gate, missing)[name].observed is None  # type: ignore[attr-defined]
-    idle = scrapes({"old": {CPU: counter(1)}, "new": {CPU: counter(1)}},
-                   {"old": {CPU: counter(1)}, "new": {CPU: counter(1)}})  # fmt: skip
+    idle = scrapes(
+        {"old": {CPU: counter(1)}, "new": {CPU: counter(1)}},
+        {"old": {CPU: counter(1)}, "new": {CPU: counter(1)}},
+    )
     assert run_resources(gate, idle)[name].passed is True  # type: ignore[attr-defined]  # 0 <= 2 x 0
-    busy = scrapes({"old": {CPU: counter(1)}, "new": {CPU: counter(1)}},
-                   {"old": {CPU: counter(1)}, "new": {CPU: counter(2)}})  # fmt: skip
+    busy = scrapes(
+        {"old": {CPU: counter(1)}, "new": {CPU: counter(1)}},
+        {"old": {CPU: counter(1)}, "new": {CPU: counter(2)}},
+    )
     assert run_resources(gate, busy)[name].passed is False  # type: ignore[attr-defined]
 
 

@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="the new proxy marks responses to paths starting with PATH as X-Fallback: 1",
     )
+    run.add_argument(
+        "--leak-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the new proxy keeps N bytes for good after every request (a planted leak)",
+    )
     args = parser.parse_args(argv)
 
     demo = serve(
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         args.new_port,
         exit_on_stdin_eof=args.exit_on_stdin_eof,
         fallback_paths=tuple(args.fallback),
+        leak_bytes=max(0, args.leak_bytes),
     )
     try:
         asyncio.run(demo)

@@ -49,7 +49,13 @@ import aiohttp
 import brotli
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from yarl import URL
 
 __all__ = [
@@ -455,6 +461,9 @@ class ProxyPolicy:
     # Paths this proxy hands to a legacy code path, marked ``X-Fallback: 1`` (a "fallback", as
     # targets.yaml ``fallback:`` declares it; flamingo counts them for max_fallback_rate).
     fallback_paths: tuple[str, ...] = ()
+    # Bytes kept for good after every request (a planted memory leak, off by default), shown
+    # by the ``demo_proxy_retained_bytes`` gauge: what a ``resources:`` bound must catch.
+    leak_bytes: int = 0
 
 
 OLD_PROXY = ProxyPolicy(
@@ -489,6 +498,7 @@ _ORIGIN = web.AppKey("origin", str)
 _POLICY = web.AppKey("policy", ProxyPolicy)
 _METRICS = web.AppKey("metrics", CollectorRegistry)
 _COUNTERS = web.AppKey("counters", dict)
+_RETAINED = web.AppKey("retained", list)
 
 
 def _accepted_codings(accept_encoding: str) -> set[str]:
@@ -568,6 +578,9 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     session = request.app[_SESSION]
     counters = request.app[_COUNTERS]
     counters["requests"].inc()
+    if policy.leak_bytes:
+        request.app[_RETAINED].append(bytearray(policy.leak_bytes))
+        counters["retained"].inc(policy.leak_bytes)
     proxy_request_id = uuid.uuid4().hex
     via = f"1.1 {policy.name}"
 
@@ -680,7 +693,11 @@ def make_proxy_app(origin_url: str, policy: ProxyPolicy) -> web.Application:
         "upstream": Counter(
             "demo_proxy_upstream_requests", "Requests it sent to the origin.", registry=registry
         ),
+        "retained": Gauge(
+            "demo_proxy_retained_bytes", "Bytes it holds on to after answering.", registry=registry
+        ),
     }
+    app[_RETAINED] = []
     app.cleanup_ctx.append(client_session)
     app.router.add_get(METRICS_PATH, _metrics)
     app.router.add_route("*", "/{tail:.*}", _forward)
@@ -724,6 +741,7 @@ async def running_demo(
     old_port: int = 0,
     new_port: int = 0,
     fallback_paths: tuple[str, ...] = (),
+    leak_bytes: int = 0,
 ) -> AsyncIterator[DemoUrls]:
     """Run origin, old and new in the current event loop; yields their base URLs.
 
@@ -733,7 +751,7 @@ async def running_demo(
     try:
         origin = await _start(make_origin_app(), host, origin_port, runners)
         old = await _start(make_proxy_app(origin, OLD_PROXY), host, old_port, runners)
-        new_policy = replace(NEW_PROXY, fallback_paths=fallback_paths)
+        new_policy = replace(NEW_PROXY, fallback_paths=fallback_paths, leak_bytes=leak_bytes)
         new = await _start(make_proxy_app(origin, new_policy), host, new_port, runners)
         yield {"origin": origin, "old": old, "new": new}
     finally:
@@ -776,6 +794,7 @@ async def serve(
     out: TextIO | None = None,
     exit_on_stdin_eof: bool = False,
     fallback_paths: tuple[str, ...] = (),
+    leak_bytes: int = 0,
 ) -> None:
     """Serve the demo until SIGTERM or SIGINT (or, if asked, until standard input closes).
 
@@ -791,7 +810,8 @@ async def serve(
     if exit_on_stdin_eof:
         _stop_on_stdin_eof(loop, stop)
     try:
-        async with running_demo(host, origin_port, old_port, new_port, fallback_paths) as urls:
+        demo = running_demo(host, origin_port, old_port, new_port, fallback_paths, leak_bytes)
+        async with demo as urls:
             stream.write(json.dumps(urls) + "\n")
             stream.flush()
             await stop.wait()
@@ -874,6 +894,7 @@ def start_demo_process(
     host: str = "127.0.0.1",
     timeout: float = _STARTUP_TIMEOUT,
     fallback_paths: tuple[str, ...] = (),
+    leak_bytes: int = 0,
 ) -> DemoProcess:
     """Start the demo targets in a child process and wait until they listen.
 
@@ -894,6 +915,7 @@ def start_demo_process(
         str(new_port),
         "--exit-on-stdin-eof",
         *(f"--fallback={path}" for path in fallback_paths),
+        f"--leak-bytes={leak_bytes}",
     ]
     env = dict(os.environ)
     # The child must import this same flamingo even when it is not installed (a source tree).

@@ -9,7 +9,8 @@ maintained production server (keep-alive, request size limits, graceful shutdown
 SIGINT/SIGTERM), and it serves from the asyncio loop the webhooks wait on - no second stack.
 
 Hostile input: every route but ``GET /healthz`` wants ``Authorization: Bearer $FLAMINGO_TOKEN``
-(compared in constant time, checked before a body is read); bodies are capped at `MAX_BODY`
+(or the token as the password of Basic credentials, for Flagger; compared in constant time,
+checked before a body is read); bodies are capped at `MAX_BODY`
 bytes (413); a body must be a JSON object with known keys (400); run ids are 32 hex digits and
 never reach a file path or a query otherwise (404); unknown stages are 404 on routes that name
 one and 400 in a body. Nothing is queued or run unless the whole request was valid.
@@ -17,6 +18,7 @@ one and 400 in a body. Nothing is queued or run unless the whole request was val
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -34,8 +36,9 @@ __all__ = ["MAX_BODY", "build_app"]
 
 #: The largest request body read; a Flagger webhook body is ~1 KiB.
 MAX_BODY = 64 * 1024
-#: How long a Flagger webhook with ``run: "true"`` waits for its run by default (seconds).
-FLAGGER_WAIT = 50.0
+#: How long a Flagger webhook with ``run: "true"`` waits for its run by default (seconds):
+#: under Flagger's default webhook timeout (10s); ``metadata.timeout`` asks for longer.
+FLAGGER_WAIT = 8.0
 #: The longest wait a webhook may ask for (``metadata.timeout``).
 FLAGGER_WAIT_MAX = 15 * 60.0
 #: The longest ``-k`` expression accepted (it is compiled, not evaluated as code).
@@ -65,16 +68,28 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "GET" and request.path == "/healthz":
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, offered = header.partition(" ")
-    expected = request.app[TOKEN]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        offered.strip().encode("utf-8", "surrogateescape"), expected
-    ):
+    if not _token_matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
         response = _error(401, "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="flamingo"'
         return response
     return await handler(request)
+
+
+def _token_matches(header: str, expected: bytes) -> bool:
+    """``Bearer TOKEN``; or ``Basic`` whose password is TOKEN, for clients that can carry a
+    credential only in the URL (Flagger's webhooks have no headers, fluxcd/flagger#1192; Go's
+    HTTP client turns ``http://flamingo:TOKEN@host/...`` into Basic). Constant-time compare."""
+    scheme, _, credentials = header.strip().partition(" ")
+    offered = credentials.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(offered, validate=True)
+        except ValueError:
+            return False
+        offered = decoded.partition(b":")[2]
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(offered, expected)
 
 
 @web.middleware
@@ -270,7 +285,7 @@ def _answer(stage: str, record: RunRecord | None, *, rollback: bool) -> web.Resp
     if record is None or record.gate is None:
         return _error(412, f"stage '{stage}' has no finished run")
     passed = record.verdict == "pass"
-    reason = str(record.gate.get("reason") or "").splitlines()[0:1]
+    reason = _why(record.gate)
     summary = {"stage": stage, "run": record.id, "verdict": record.verdict}
     if passed != rollback:  # a pass for a gate hook, a fail/error for the rollback hook
         return web.json_response({"ok": True, **summary})
@@ -278,9 +293,22 @@ def _answer(stage: str, record: RunRecord | None, *, rollback: bool) -> web.Resp
         line = f"stage '{stage}' run {record.id} passed: no rollback"
     else:
         line = f"stage '{stage}' run {record.id}: {record.verdict}" + (
-            f": {reason[0]}" if reason else ""
+            f": {reason}" if reason else ""
         )
     return web.json_response({"ok": False, "reason": line, **summary}, status=412)
+
+
+def _why(gate: dict[str, Any]) -> str:
+    """One line: the gate's reason, else its failed checks."""
+    reason = str(gate.get("reason") or "").strip()
+    if reason:
+        return reason.splitlines()[0]
+    failed = [
+        f"{c.get('name')} observed {c.get('observed')} against {c.get('threshold')}"
+        for c in gate.get("checks", [])
+        if isinstance(c, dict) and not c.get("passed")
+    ]
+    return "; ".join(failed)
 
 
 async def post_flagger(request: web.Request) -> web.Response:

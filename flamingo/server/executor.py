@@ -143,7 +143,10 @@ class Executor:
             record = self._queue.get()
             if record is None:
                 return
-            self._one(record)
+            try:
+                self._one(record)
+            except sqlite3.ProgrammingError:  # the store was closed: the server is stopping
+                return
 
     def _one(self, record: RunRecord) -> None:
         self.store.mark_running(record.id)
@@ -168,10 +171,7 @@ class Executor:
         gate.setdefault("complete", True)
         if "judgeResult" not in gate:
             gate["judgeResult"] = judge_result(_gate_result(gate))
-        try:
-            self.store.finish(record.id, gate)
-        except sqlite3.ProgrammingError:  # the server stopped under the run: recovery finishes it
-            return
+        self.store.finish(record.id, gate)  # closed under the run: recovery finishes it
         with self._lock:
             self._progress.pop(record.id, None)
             waiters = self._waiters.pop(record.id, [])
