@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import json
 import os
 import re
 import sys
@@ -157,6 +158,17 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress; one verdict line at the end"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the gate document (gate.json) on stdout, nothing else",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flamingo",
@@ -212,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_non_negative_float, metavar="RPS", help="override run.rate_limit"
     )
     record.add_argument("--no-progress", action="store_true", help="no live progress display")
+    _add_output(run)
+    run.add_argument(
+        "--baseline",
+        metavar="RUN_DIR",
+        help="compare the difference signatures with an earlier run's: new, disappeared, "
+        "changed in count (gate.json, console, report.html; gate key max_new_signatures)",
+    )
+
+    show = sub.add_parser("show", help="a past run's summary, or one case's evidence")
+    show.add_argument("run_dir", metavar="RUN_DIR", help="the run's output folder")
+    show.add_argument("case_id", metavar="CASE_ID", nargs="?", help="show this case side by side")
+
+    compare = sub.add_parser("compare", help="difference signatures of run B against run A")
+    compare.add_argument("run_a", metavar="RUN_A", help="the earlier (baseline) run's folder")
+    compare.add_argument("run_b", metavar="RUN_B", help="the later run's folder")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     lst = sub.add_parser("list", help="print the expanded cases; sends nothing")
     _add_files(lst)
@@ -239,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk the rollout stages canary -> quarter -> global, stop at the first that fails",
     )
     demo.add_argument("--no-progress", action="store_true", help="no live progress display")
+    _add_output(demo)
 
     serve = sub.add_parser("serve", help="the gate server for rollout controllers (HTTP)")
     _add_files(serve)
@@ -281,12 +310,27 @@ def _selection(args: argparse.Namespace) -> Selection:
     return Selection(keyword=args.keyword, tags=tuple(args.tags), shard=args.shard)
 
 
-def _run(session: Session, selection: Selection, options: RunOptions, console: Console,
-         progress: bool) -> int:  # fmt: skip
+def _run(
+    session: Session,
+    selection: Selection,
+    options: RunOptions,
+    console: Console,
+    args: argparse.Namespace,
+) -> int:
     from flamingo.report.console import ConsoleObserver
+    from flamingo.report.markdown import append_step_summary
 
-    run = session.run(selection, options, [ConsoleObserver(console, progress=progress)])
-    return run.wait().exit_code
+    quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
+    if as_json:  # stdout carries the gate document alone
+        console = Console(file=sys.stderr, highlight=False)
+    observer = ConsoleObserver(
+        console, progress=not args.no_progress and not as_json, quiet=quiet, summary=not as_json
+    )
+    summary = session.run(selection, options, [observer]).wait()
+    if as_json:
+        print(json.dumps(summary.document, indent=2))
+    append_step_summary(summary.document, summary.out_dir)
+    return summary.exit_code
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -297,10 +341,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         max_requests=args.max_requests,
         workers=args.workers,
         out_dir=Path(args.out) if args.out else default_out_dir(),
+        baseline=Path(args.baseline) if args.baseline else None,
     )
     session = _session(args)
     if args.old is None and args.record_old is None:
-        return _run(session, _selection(args), options, console, not args.no_progress)
+        return _run(session, _selection(args), options, console, args)
     from flamingo.baseline import baseline_run
 
     return baseline_run(session, _selection(args), options, console, args)
@@ -383,7 +428,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             code, _ = rollout(session, console, out_dir, progress=not args.no_progress)
         else:
             options = RunOptions(stage=args.stage, out_dir=out_dir)
-            code = _run(session, Selection(), options, console, not args.no_progress)
+            code = _run(session, Selection(), options, console, args)
     if code == EXIT_HARNESS or args.strict:
         return code
     console.print(
@@ -443,8 +488,30 @@ def cmd_import(args: argparse.Namespace, console: Console) -> int:
     return import_traffic(args)
 
 
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.report.show import show_case, show_run
+
+    run_dir = Path(args.run_dir)
+    if args.case_id:
+        return show_case(console, run_dir, args.case_id)
+    return show_run(console, run_dir)
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.report.baseline import compare_runs, print_comparison
+
+    comparison = compare_runs(Path(args.run_a), Path(args.run_b))
+    if args.json:
+        print(json.dumps(comparison, indent=2, ensure_ascii=False))
+    else:
+        print_comparison(console, comparison)
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
+    "show": cmd_show,
+    "compare": cmd_compare,
     "list": cmd_list,
     "check": cmd_check,
     "demo": cmd_demo,
@@ -491,7 +558,7 @@ def _drop_stdout() -> None:
 
 #: Commands that only print: a closed stdout ends them quietly. (A run's console never raises it:
 #: see `_Stdout`; a BrokenPipeError there is some other pipe's, a real fault.)
-_PRINTING = frozenset({"list", "check", "noise"})
+_PRINTING = frozenset({"list", "check", "noise", "show", "compare"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

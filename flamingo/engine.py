@@ -123,6 +123,16 @@ class Selection:
     def filtered(self) -> bool:
         return bool(self.keyword or self.tags or self.shard or self.ids is not None)
 
+    def shown(self) -> dict[str, str]:
+        """The filters given, as the command line spells them (gate.json ``selection``)."""
+        given = {
+            "-k": self.keyword or "",
+            "--tag": " ".join(self.tags),
+            "--shard": self.shard or "",
+            "ids": f"{len(self.ids)} case ids" if self.ids is not None else "",
+        }
+        return {option: value for option, value in given.items() if value}
+
     def cases(self, suites: Iterable[Suite]) -> Iterator[Case]:
         """The selected cases, lazily, in expansion order. A bad filter raises `InputError`
         now, not when the first case is pulled."""
@@ -150,6 +160,7 @@ class RunOptions:
     max_requests: int | None = None
     workers: int | None = None  # 0 = auto
     out_dir: Path | None = None
+    baseline: Path | None = None  # an earlier run's folder: signatures new since it are counted
 
 
 #: Command-line overrides of targets.yaml ``run:``: option, setting, lowest value, message.
@@ -185,6 +196,9 @@ class RunStart:
     fewer_workers: str  # why fewer send workers than asked ('' when not)
     out_dir: Path | None
     redactor: Redactor
+    suite_totals: dict[str, int] = field(default_factory=dict)  # cases selected per suite
+    #: Cases judged per suite so far: updated by the engine as the run goes (read it on progress).
+    suite_done: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,7 @@ class RunSummary:
     out_dir: Path | None = None
     document: dict[str, Any] = field(default_factory=dict)  # gate.json as written (redacted)
     stage_rules: dict[str, Any] = field(default_factory=dict)  # `StageRun.document`
+    selection: dict[str, str] = field(default_factory=dict)  # `Selection.shown`
 
     @property
     def exit_code(self) -> int:
@@ -318,9 +333,17 @@ class Session:
 
     def count(self, selection: Selection = Selection()) -> int:
         """The number of cases ``selection`` keeps (exact without expanding when unfiltered)."""
+        return sum(self.count_by_suite(selection).values())
+
+    def count_by_suite(self, selection: Selection = Selection()) -> dict[str, int]:
+        """The cases ``selection`` keeps, per suite, in suite order."""
+        counts = {suite.name: 0 for suite in self.suites}
         if not selection.filtered:
-            return sum(suite.case_count for suite in self.suites)
-        return sum(1 for _ in self.cases(selection))
+            counts.update((suite.name, suite.case_count) for suite in self.suites)
+            return counts
+        for case in self.cases(selection):
+            counts[case.suite] = counts.get(case.suite, 0) + 1
+        return counts
 
     def gate_thresholds(self, stage: str | None) -> GateThresholds:
         try:
@@ -431,22 +454,31 @@ class Run:
             yield from self._run(stepping, signals)
 
     def _run(self, stepping: bool, signals: SignalGuard) -> Iterator[list[CaseResult]]:
+        from flamingo.report.clusters import latency_cdf, report_context
         from flamingo.report.files import RunFiles
         from flamingo.report.gate import gate_document
 
         session, config = self.session, self.session.config
         try:
             with signals.raising():  # told to stop while counting: stop counting at once
-                total = session.count(self.selection)
+                suite_totals = session.count_by_suite(self.selection)
         except Interrupted:
-            total = 0  # nothing is sent (`reason` below)
+            suite_totals = {}  # nothing is sent (`reason` below)
+        suite_done: dict[str, int] = {}
+        total = sum(suite_totals.values())
         judge = session.judge()
         redactor = session.redactor
         out_dir = self.options.out_dir
+        baseline = None
+        if self.options.baseline is not None:  # an input error before anything is sent
+            from flamingo.report.baseline import read_signatures
+
+            baseline = read_signatures(self.options.baseline)
         files = None
         if out_dir is not None:
             try:
-                files = RunFiles(out_dir, redactor)
+                context = report_context(config, self.options.baseline, baseline)
+                files = RunFiles(out_dir, redactor, context)
             except OSError as exc:
                 raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
         workers, fewer = plan(self.settings.workers, self.settings, total)
@@ -466,6 +498,8 @@ class Run:
         def sink(result: CaseResult) -> None:
             nonlocal next_progress
             tally.add(result)
+            suite = result.case.suite
+            suite_done[suite] = suite_done.get(suite, 0) + 1
             if files is not None:
                 files.write(result)
             if stepping:
@@ -482,7 +516,9 @@ class Run:
             engine: SendEngine | None = None
             if not reason:
                 engine = self._open_engine(stack, workers, settings, origin)
-            start = RunStart(total, config, settings, fewer, out_dir, redactor)
+            start = RunStart(
+                total, config, settings, fewer, out_dir, redactor, suite_totals, suite_done
+            )
             for observer in self.observers:  # after the fork: a display may start a thread
                 observer.started(start)
             loop = new_event_loop()
@@ -522,6 +558,7 @@ class Run:
             reason=reason,
             resources=resources,
             elapsed_s=time.monotonic() - started,
+            baseline=frozenset(str(r["id"]) for r in baseline) if baseline is not None else None,
         )
         own_peak = peak_rss_mb()
         peaks: tuple[float | None, ...] = ()
@@ -545,12 +582,13 @@ class Run:
             peak_rss_mb_by_process=peaks,
             out_dir=out_dir,
             stage_rules=stage.document(tally),
+            selection=self.selection.shown(),
         )
         document = gate_document(summary)
         if origin is not None:
             document["upstream"] = origin.counts()
-        if files is not None:
-            files.finish(gate, document, started_at)  # redacts the document in place
+        if files is not None:  # redacts the document in place
+            files.finish(gate, document, started_at, latency_cdf(tally))
         else:
             redacted = redactor.gate(document)
             document.clear()

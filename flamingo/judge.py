@@ -314,6 +314,15 @@ class Tally:
         count = latency.count
         return latency.sum_us / count if count else None
 
+    def new_signatures(self, baseline: frozenset[str]) -> list[str]:
+        """Ids of this run's signatures that are not in ``baseline``; past `MAX_CLUSTERS` the
+        overflow counts as one new signature (what it holds cannot be told apart)."""
+        return sorted(
+            sid
+            for key in self.top_differences
+            if (sid := signature_id(key)) not in baseline or key == OTHER
+        )
+
     def top(self, n: int | None) -> list[TopRow]:
         """The ``n`` largest clusters (all with None): most cases first, ties by key."""
         ranked = sorted(self.top_differences.items(), key=lambda kv: (-kv[1].count, kv[0]))
@@ -411,7 +420,9 @@ def _ratio(numerator: int | None, denominator: int | None) -> Fraction | None:
     return Fraction(numerator, denominator)
 
 
-def _observe(name: str, totals: Totals, tally: Tally) -> Fraction | None:
+def _observe(
+    name: str, totals: Totals, tally: Tally, baseline: frozenset[str] | None
+) -> Fraction | None:
     if name == "min_match_rate":
         return _ratio(totals.match, totals.cases - totals.error)
     if name == "max_error_rate":
@@ -424,6 +435,9 @@ def _observe(name: str, totals: Totals, tally: Tally) -> Fraction | None:
         return _ratio(tally.percentile_us("new", 99), tally.percentile_us("old", 99))
     if name == "max_fallback_rate":
         return _ratio(tally.fallbacks, totals.cases - totals.error)
+    if name == "max_new_signatures":
+        # Without a baseline run nothing can be said to be new: not computable, never passes.
+        return None if baseline is None else Fraction(len(tally.new_signatures(baseline)))
     raise ValueError(f"unknown gate threshold {name!r}")
 
 
@@ -438,7 +452,7 @@ def _check(name: str, threshold: Any, observed: Fraction | None) -> Check:
     shown: float | None
     if observed is None:
         shown = None
-    elif name == "min_cases":
+    elif name in ("min_cases", "max_new_signatures"):
         shown = int(observed)  # a count stays an integer in gate.json
     else:
         shown = round(float(observed), 6)
@@ -454,12 +468,13 @@ def evaluate_gate(
     reason: str = "",
     resources: ResourceScrapes | None = None,
     elapsed_s: float | None = None,
+    baseline: frozenset[str] | None = None,
 ) -> GateResult:
     """The verdict of one gate over a run's tally (see the table in the module docstring), with
     the stage rules of `flamingo.stage` after it; a failed metrics scrape is an incomplete run."""
     totals = tally.totals
     checks = tuple(
-        _check(name, threshold, _observe(name, totals, tally))
+        _check(name, threshold, _observe(name, totals, tally, baseline))
         for name in GATE_KEYS
         if (threshold := getattr(thresholds, name)) is not None
     ) + stage_checks(thresholds, tally, resources=resources, elapsed_s=elapsed_s)

@@ -49,6 +49,8 @@ class RunSettings:
     timeout: float = 10.0  # seconds per request (send to last byte)
     retries: int = 1  # transport errors only
     max_body_bytes: int = 10 * 1024 * 1024  # larger bodies are compared by hash
+    evidence_bytes: int = 64 * 1024  # body bytes kept per side in the evidence store
+    evidence_max_bytes: int = 256 * 1024 * 1024  # compressed size of the whole evidence store
     max_cases: int = 1_000_000  # expansion guard, checked at load time
     max_requests: int = 0  # cap on requests sent by one run, 0 = no cap
     workers: int = 0  # processes that send (flamingo.workers); 1 = in the judging one; 0 = auto
@@ -72,6 +74,7 @@ class GateThresholds:
     max_latency_ratio_p99: float | None = None
     # Stage rules (CONTRACT §3), evaluated by flamingo.stage:
     max_fallback_rate: float | None = None
+    max_new_signatures: int | None = None  # signatures not in the --baseline run's
     max_latency_regression: LatencyRegression | None = None
     resources: tuple[ResourceBound, ...] = ()
     min_duration: float | None = None  # seconds; the run repeats its selection in rounds
@@ -103,6 +106,7 @@ GATE_KEYS: tuple[str, ...] = (
     "max_latency_ratio_p50",
     "max_latency_ratio_p99",
     "max_fallback_rate",
+    "max_new_signatures",
 )
 
 

@@ -12,8 +12,8 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
 fi
 
-# Browser tests (HAR files recorded by a real headless Chromium through Playwright for Python)
-# use Debian's chromium; `playwright install` is never run.
+# Browser tests (HAR files recorded by a real headless Chromium, and report.html opened in it,
+# through Playwright for Python) use Debian's chromium; `playwright install` is never run.
 if ! command -v chromium >/dev/null 2>&1; then
     echo "test.sh: installing chromium (Debian) for the browser tests"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium

@@ -443,13 +443,13 @@ def test_a_signal_while_cases_are_counted_sends_nothing_and_reports_error(
     from flamingo.engine import Session
 
     server = servers(name="idle")
-    count = Session.count
+    count = Session.count_by_suite
 
-    def count_and_signal(self: Session, *args: Any) -> int:
+    def count_and_signal(self: Session, *args: Any) -> dict[str, int]:
         os.kill(os.getpid(), signal.SIGTERM)  # as a rollout controller would, early
         return count(self, *args)
 
-    monkeypatch.setattr(Session, "count", count_and_signal)
+    monkeypatch.setattr(Session, "count_by_suite", count_and_signal)
     code, out = _in_process_run(tmp_path, server.url, 50)
     assert code == 3
     gate = read_gate(out)

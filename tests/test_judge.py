@@ -277,12 +277,31 @@ def checks_by_name(gate: Any) -> dict[str, Any]:
 
 
 def test_gate_passes() -> None:
-    gate = evaluate_gate(ALL, "canary", tally_of(match=1000))
+    every = dataclasses.replace(ALL, max_new_signatures=0)
+    gate = evaluate_gate(every, "canary", tally_of(match=1000), baseline=frozenset())
     assert gate.verdict == "pass"
     assert gate.stage == "canary"
     assert [c.name for c in gate.checks] == list(GATE_KEYS)
     assert all(c.passed for c in gate.checks)
     assert gate.reason == ""
+
+
+def test_max_new_signatures_counts_what_the_baseline_lacks() -> None:
+    tally = Tally()
+    for location in ("$.a", "$.b", "$.c"):
+        tally.add(result("diff", (Difference("body", location, 1, 2),)))
+    ids = sorted(judge.signature_id(key) for key in tally.top_differences)
+    gate_only = only(max_new_signatures=1)
+    old_two = evaluate_gate(gate_only, None, tally, baseline=frozenset(ids[:2]))
+    assert checks_by_name(old_two)["max_new_signatures"].observed == 1
+    assert old_two.verdict == "pass"
+    old_one = evaluate_gate(gate_only, None, tally, baseline=frozenset(ids[:1]))
+    assert checks_by_name(old_one)["max_new_signatures"].observed == 2
+    assert old_one.verdict == "fail"
+    # no baseline: nothing can be called new, so the check cannot pass (fail closed)
+    none = evaluate_gate(gate_only, None, tally)
+    assert checks_by_name(none)["max_new_signatures"].observed is None
+    assert none.verdict == "fail"
 
 
 def test_gate_exact_threshold_equality_passes() -> None:

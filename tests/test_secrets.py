@@ -11,6 +11,7 @@ any planted value. The unit tests below pin the `Redactor`'s rules one by one.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -165,6 +166,10 @@ def test_planted_secrets_never_reach_any_output(
 
     outputs = {p.name: p.read_bytes().decode("utf-8", "replace") for p in out.iterdir()}
     assert {"results.jsonl", "junit.xml", "report.html", "gate.json"} <= set(outputs)
+    # the evidence store is compressed: read what it holds
+    outputs["evidence.jsonl.gz"] = gzip.decompress(
+        (out / "evidence.jsonl.gz").read_bytes()
+    ).decode()
     outputs["stdout"], outputs["stderr"] = proc.stdout, proc.stderr
     assert REDACTED in outputs["stdout"]
     found = {name: leaks(text) for name, text in outputs.items()}

@@ -71,6 +71,8 @@ _RUN_RULES: dict[str, Rule] = {
     "timeout": _duration,
     "retries": _int_at_least(0),
     "max_body_bytes": _size,
+    "evidence_bytes": _size,
+    "evidence_max_bytes": _size,
     "max_cases": _int_at_least(1),
     "max_requests": _int_at_least(0),
     "workers": _workers,
@@ -100,6 +102,7 @@ _GATE_RULES: dict[str, Rule] = {
     "max_latency_ratio_p50": _RATIO,
     "max_latency_ratio_p99": _RATIO,
     "max_fallback_rate": _RATE,
+    "max_new_signatures": _optional(_int_at_least(0)),
 }
 assert tuple(_GATE_RULES) == GATE_KEYS
 _GATE_RULES.update(STAGE_GATE_RULES)

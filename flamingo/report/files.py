@@ -16,14 +16,14 @@ from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
-from flamingo.report import html
+from flamingo.report.clusters import ReportContext, ReportIndex
+from flamingo.report.evidence import EvidenceWriter, wants_evidence
 from flamingo.report.redact import Redactor, credentials_of, quiet
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _FLUSH_EVERY = 256  # rows; a crash loses at most this many rows' *buffer*, never the verdict
-HTML_CASE_LIMIT = 500  # non-matching cases kept for the HTML page
 MAX_LEARNED = 512  # distinct credential values remembered for the run-wide files
 
 
@@ -141,7 +141,9 @@ def _plain_match_texts(result: CaseResult) -> tuple[str, str] | None:
 class RunFiles:
     """Streams results.jsonl and junit.xml; writes gate.json and report.html at the end."""
 
-    def __init__(self, out_dir: Path, redactor: Redactor) -> None:
+    def __init__(
+        self, out_dir: Path, redactor: Redactor, context: ReportContext | None = None
+    ) -> None:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.redactor = redactor
@@ -150,9 +152,18 @@ class RunFiles:
         self._junit_part: IO[str] = open(self._junit_part_path, "w", encoding="utf-8")  # noqa: SIM115
         self._pending = 0
         self.counts = {"tests": 0, "failures": 0, "errors": 0}
-        self.html_cases: list[dict[str, Any]] = []
-        self.html_cases_dropped = 0
         self._learned: set[str] = set()
+        self.context = context or ReportContext()
+        self.index = ReportIndex(out_dir)  # the page's case list, signatures and errors
+        self.evidence: EvidenceWriter | None = None
+        if self.context.targets:
+            self.evidence = EvidenceWriter(
+                out_dir,
+                self.context.targets,
+                redactor,
+                self.context.evidence,
+                self.context.secret_names,
+            )
 
     def write(self, result: CaseResult) -> None:
         if self._write_plain_match(result):
@@ -166,11 +177,10 @@ class RunFiles:
         self._results.write(self.redactor.json_text(dumps(row)))
         self._results.write("\n")
         self._write_junit_case(row)
+        if self.evidence is not None and wants_evidence(result):
+            self.evidence.write(result)
         if result.outcome != "match":
-            if len(self.html_cases) < HTML_CASE_LIMIT:
-                self.html_cases.append(row)
-            else:
-                self.html_cases_dropped += 1
+            self.index.add(result, row, self.redactor)
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
@@ -203,6 +213,9 @@ class RunFiles:
         self._pending = 0
         self._results.flush()
         self._junit_part.flush()
+        self.index.flush()
+        if self.evidence is not None:
+            self.evidence.flush()
 
     def _write_junit_case(self, row: dict[str, Any]) -> None:
         self.counts["tests"] += 1
@@ -236,7 +249,13 @@ class RunFiles:
         )
         self._junit_part.write(text)
 
-    def finish(self, gate: GateResult, gate_doc: dict[str, Any], started_at: str) -> None:
+    def finish(
+        self,
+        gate: GateResult,
+        gate_doc: dict[str, Any],
+        started_at: str,
+        latency_cdf: dict[str, list[tuple[float, float]]] | None = None,
+    ) -> None:
         """Close the streams and write the verdict files; safe to call after an interrupt.
 
         ``gate_doc`` is redacted *in place* (secrets and every credential value the run saw),
@@ -245,6 +264,10 @@ class RunFiles:
         self.flush()
         self._results.close()
         self._junit_part.close()
+        if self.evidence is not None:
+            self.evidence.close()
+            gate_doc["evidence"] = self.evidence.summary()
+        self.index.annotate(gate_doc, self.context)
         self._write_junit(gate, started_at)
         self.redactor = self.redactor.extended(self._learned)
         redacted = self.redactor.gate(gate_doc)
@@ -252,8 +275,9 @@ class RunFiles:
         gate_doc.update(redacted)
         gate_json = self.redactor.json_text(json.dumps(gate_doc, indent=2))
         self._write_atomic("gate.json", gate_json + "\n")
-        page = html.render(gate_doc, self.html_cases, self.html_cases_dropped)
-        self._write_atomic("report.html", self.redactor.text(page))
+        # Everything on the page is already redacted: the gate document (above), each case row
+        # and each evidence record (as they were written); nothing rewrites the finished page.
+        self.index.finish(gate_doc, self.redactor, self.context, latency_cdf or {})
 
     def _write_junit(self, gate: GateResult, started_at: str) -> None:
         path = self.out_dir / "junit.xml"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flamingo import __version__
 from flamingo.errors import InputError
 from flamingo.noise import NoiseEntry
 from flamingo.signature import describe as describe_signature
@@ -37,6 +38,8 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
     doc["complete"] = True  # a finished run's document (the gate server serves false before)
     doc["judgeResult"] = judge_result(gate)
     doc["elapsed_s"] = summary.elapsed_s
+    doc["selection"] = summary.selection
+    doc["flamingo_version"] = __version__
     doc["targets"] = {"old": config.old.base_url, "new": config.new.base_url}
     doc["settings"] = {
         "concurrency": settings.concurrency,
