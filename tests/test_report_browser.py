@@ -132,3 +132,35 @@ def test_hostile_content_is_text_and_nothing_ran(page: Any, shots: Path) -> None
 
 def test_no_console_errors_and_no_network(page: Any) -> None:
     assert page.messages == []
+
+
+def test_a_run_without_differences_renders_cleanly(
+    browser: Any, tmp_path: Path, shots: Path
+) -> None:
+    """No cases, no signatures, no latency samples: the page still renders, says so, and its
+    script runs without an error."""
+    from flamingo.report.html import Page, write_page
+
+    gate = {
+        "verdict": "error",
+        "reason": "interrupted by SIGTERM",
+        "stage": None,
+        "totals": {"cases": 0, "match": 0, "diff": 0, "fail": 0, "error": 0},
+        "checks": [{"name": "min_cases", "threshold": 1, "observed": 0, "passed": False}],
+        "latency": {"old": {"count": 0, "p50": None}, "new": {"count": 0, "p50": None}},
+    }
+    path = tmp_path / "report.html"
+    with open(path, "w", encoding="utf-8") as out:
+        write_page(out, Page(gate=gate), iter(()), 0)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(path.as_uri())
+    assert page.locator("#verdict").inner_text() == "ERROR"
+    assert page.locator("#reason").inner_text() == "interrupted by SIGTERM"
+    assert page.locator("#case-count").inner_text() == "0 cases"
+    assert page.locator("#latency-svg").count() == 0
+    page.screenshot(path=str(shots / "empty.png"))
+    page.close()
+    assert errors == []

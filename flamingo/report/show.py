@@ -108,7 +108,11 @@ def show_case(console: Console, run_dir: Path, case_id: str) -> int:
         why = "it matched" if row["outcome"] == "match" else "the evidence store was full or off"
         console.print(f"no evidence kept for this case ({why}).", highlight=False)
         return 0
-    view = side_by_side(record, row.get("differences", []))
+    try:
+        view = side_by_side(record, row.get("differences", []))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        where = str(run_dir / "evidence.jsonl.gz")
+        raise InputError(f"the evidence of {case_id!r} is not readable: {exc!r}", where) from None
     table = Table(show_lines=True, expand=True)
     table.add_column("", no_wrap=True)
     table.add_column("old", overflow="fold", ratio=1)
