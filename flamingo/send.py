@@ -48,6 +48,7 @@ from flamingo.model import (
 from flamingo.raw import RawTransport
 from flamingo.upstream import TOKEN_HEADER, RecordingOrigin, with_target_host
 from flamingo.wire import BodyReader as _BodyReader
+from flamingo.wire import request_methods
 
 RETRYABLE = frozenset({"connect", "reset", "timeout"})
 RETRYABLE_UNSAFE = frozenset({"connect"})
@@ -483,7 +484,7 @@ class Sender:
         if origin is None:
             return await transport.send(case)
         if case.raw is not None and TOKEN_SENTINEL not in case.raw.data:
-            with origin.untracked():  # no {{ token }}: what it forwards cannot be matched
+            with origin.untracked(len(request_methods(case.raw.data))):  # no {{ token }}
                 return await transport.send(case)
         token, before = origin.new_token(), origin.untokened
         exchange = await transport.send(stamped(case, token))

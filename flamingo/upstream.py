@@ -124,7 +124,8 @@ class RecordingOrigin:
         self.untokened = 0  # requests without any token, none explained by `untracked` exchanges
         self.untracked_requests = 0  # requests without a token while an untracked exchange ran
         self.received = 0
-        self._untracked_in_flight = 0
+        self._untracked_in_flight = 0  # request lines of the untracked exchanges in flight
+        self._untracked_budget = 0  # how many untokened requests they may still explain
         self._by_token: dict[bytes, list[ForwardedRequest]] = {}
         self._prefix = secrets.token_hex(3)
         self._counter = itertools.count(1)
@@ -145,16 +146,20 @@ class RecordingOrigin:
         return UpstreamView(requests, lost)
 
     @contextlib.contextmanager
-    def untracked(self) -> Iterator[None]:
-        """Around an exchange that carries no token (a raw request without ``{{ token }}``):
-        requests without a token that arrive meanwhile are put down to it, not counted as
-        stripped tokens (a stripped token arriving then goes unnoticed - the price of sending
-        untracked requests at the same time)."""
-        self._untracked_in_flight += 1
+    def untracked(self, requests: int) -> Iterator[None]:
+        """Around an exchange that carries no token (a raw request without ``{{ token }}``)
+        and holds ``requests`` request lines: up to that many requests without a token that
+        arrive meanwhile are put down to it, not counted as stripped tokens (a stripped token
+        absorbed that way goes unnoticed - the price of sending untracked requests at the same
+        time; every further one still counts)."""
+        allowance = max(1, requests)
+        self._untracked_in_flight += allowance
+        self._untracked_budget += allowance
         try:
             yield
         finally:
-            self._untracked_in_flight -= 1
+            self._untracked_in_flight -= allowance
+            self._untracked_budget = min(self._untracked_budget, self._untracked_in_flight)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -223,7 +228,8 @@ class RecordingOrigin:
         self.received += 1
         tokens = list(dict.fromkeys(_tokens_in(message)))
         if not tokens:
-            if self._untracked_in_flight:
+            if self._untracked_budget:
+                self._untracked_budget -= 1
                 self.untracked_requests += 1
             else:
                 self.untokened += 1

@@ -389,14 +389,17 @@ def _raw(mapping: YMap, at: _At) -> list[_Tpl | bytes | float]:
     return parts
 
 
+_WORD_RE = re.compile(r"(?:\{\{.*?\}\}|[^ ])+")
+
+
 def _raw_first_line(parts: Sequence[_Tpl | bytes | float]) -> tuple[str, str]:
     """(method, target) of the first request line, for ids, reports and the side-effect guard:
     ``RAW`` and ``""`` when the bytes do not start with one."""
     first = next((p for p in parts if not isinstance(p, float)), b"")
     text = first.text if isinstance(first, _Tpl) else first.decode("latin-1")
-    words = text.split("\n", 1)[0].split(" ")
+    words = _WORD_RE.findall(text.split("\n", 1)[0]) or [""]  # a {{ var }} is one word
     method = words[0] if _TOKEN_RE.fullmatch(words[0]) else "RAW"
-    target = words[1] if len(words) > 2 else ""
+    target = words[1] if len(words) > 1 else ""
     return method.upper(), target.replace(TOKEN_SENTINEL.decode(), "<token>")
 
 
@@ -676,6 +679,14 @@ def _request(value: Any, at: _At, defaults: _Section, suite_matrix: list[_Axis])
     )
     section = _merge(expectations, section)
     section.raw = _raw(mapping, at)
+    has_token = any(
+        isinstance(part, _Tpl) and TOKEN_SENTINEL.decode() in part.text for part in section.raw
+    )
+    if section.expect_upstream and not has_token:
+        raise at.key(mapping, "expect").error(
+            "expect.upstream needs '{{ token }}' in the raw request: the recording origin "
+            "matches what a proxy forwarded by it (e.g. a line 'X-Flamingo-Token: {{ token }}')"
+        )
     timing = {
         key: _duration(mapping[key], at.key(mapping, key))
         for key in ("idle", "timeout")
