@@ -181,11 +181,15 @@ class RawTransport:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not read.done():
+                    quiet = responses and written.is_set() and not parser.in_message
+                    if quiet and loop.time() >= wait_until:
+                        # Quiet after a complete response: the connection stayed open. Also
+                        # when the deadline came first (a busy machine): what ran out was the
+                        # wait for more, not the answer.
+                        outcome.ending = "open"
+                        return last_response
                     if loop.time() >= deadline:
                         outcome.ending = "timeout"
-                        return last_response
-                    if quiet and loop.time() >= wait_until:
-                        outcome.ending = "open"
                         return last_response
                     continue  # the last part just went out: from now on, quiet time counts
                 try:

@@ -580,7 +580,7 @@ def _finalize(
     base = own_matrix if own_matrix is not None else suite_matrix
     values = {var: axis for var, axis, _ in base}
     used: set[str] = set()
-    for tpl in (name, path, *section.templates()):
+    for tpl in (name, *section.templates(), path):  # raw text before the path taken from it
         for var in tpl.vars:
             if var not in values:
                 raise _unknown_variable(tpl, var, list(values), at)
