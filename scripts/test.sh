@@ -25,6 +25,12 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
 fi
 
+# The gate server's e2e test has a real Prometheus (Debian package) scrape `flamingo serve`.
+if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
+    echo "test.sh: installing prometheus (Debian) for the gate server's metrics test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 python3 -m ruff check flamingo tests bench
 python3 -m ruff format --check flamingo tests bench
 python3 -m mypy flamingo
