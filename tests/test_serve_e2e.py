@@ -479,10 +479,13 @@ def test_a_restart_keeps_runs_and_finishes_an_interrupted_one_as_error(
         done = client.post("/runs", json={"stage": "canary"}).json()["id"]
         wait_done(client, done)
         slow = client.post("/runs", json={"stage": "slow"}).json()["id"]
+        deadline = time.monotonic() + 60
         while client.get(f"/runs/{slow}").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the slow run never started"
             time.sleep(0.05)
         before = client.get(f"/runs/{done}/gate").json()
-    assert first.stop() == 0
+    stopped = first.stop()
+    assert stopped == 0, (stopped, first.log.read_text())
     second = start_serve(targets, tmp_path / "suites", data)
     try:
         with httpx.Client(base_url=second.url, headers=auth, timeout=60) as client:
