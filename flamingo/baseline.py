@@ -64,6 +64,7 @@ from flamingo.model import (
     UpstreamView,
 )
 from flamingo.send import Request, Transport, TransportFactory
+from flamingo.upstream import TOKEN_HEADER, TOKEN_RE
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,19 +80,24 @@ __all__ = [
 ]
 
 FORMAT = 1
+_TOKEN_HEADER = TOKEN_HEADER.lower()
 INFO = "baseline.json"
 INDEX = "index.jsonl.gz"
 OBJECTS = "objects"
 
 
 def request_key(request: Request) -> str:
-    """What identifies a request in a baseline: everything that is sent, nothing else."""
+    """What identifies a request in a baseline: everything that is sent, nothing else - except
+    the upstream token (`flamingo.upstream`), which is new for every exchange."""
     raw = getattr(request, "raw", None)
     raw_data: bytes | None = getattr(raw, "data", None)
+    if raw_data is not None:
+        raw_data = TOKEN_RE.sub(b"{{ token }}", raw_data)
+    headers = [list(pair) for pair in request.headers if pair[0].lower() != _TOKEN_HEADER]
     parts = [
         request.method,
         request.path,
-        [list(pair) for pair in request.headers],
+        headers,
         None if request.body is None else hashlib.sha256(request.body).hexdigest(),
         None if raw_data is None else hashlib.sha256(raw_data).hexdigest(),
     ]

@@ -114,6 +114,11 @@ def test_the_key_is_everything_sent_and_nothing_else() -> None:
     assert request_key(Raw(b"GET / HTTP/1.1\r\n\r\n")) != request_key(
         Raw(b"GET / HTTP/1.0\r\n\r\n")
     )
+    # The upstream token is new for every exchange: never part of the key.
+    token_a, token_b = b"flamingo-0123456789abcdef", b"flamingo-fedcba9876543210"
+    assert request_key(Raw(b"GET /" + token_a)) == request_key(Raw(b"GET /" + token_b))
+    stamped = WireRequest("GET", "/a", (("A", "1"), ("X-Flamingo-Token", "flamingo-1")), None)
+    assert request_key(stamped) == request_key(base)
 
 
 def test_a_request_never_recorded_is_an_error_never_a_match(tmp_path: Path) -> None:
