@@ -215,14 +215,19 @@ class RecordingOrigin:
 
     # -- one connection -----------------------------------------------------------------------
 
-    def _answer(self, close: bool) -> bytes:
+    def _answer(self, close: bool, method: str) -> bytes:
         s = self.settings
         lines = [f"HTTP/1.1 {s.status} {'OK' if s.status == 200 else 'Status'}"]
         lines += [f"{name}: {value}" for name, value in s.headers]
-        lines.append(f"Content-Length: {len(s.body)}")
+        bodiless = s.status in (204, 304)
+        if not bodiless:
+            lines.append(f"Content-Length: {len(s.body)}")
         if close:
             lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + s.body
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # No body after HEAD (or a 204/304): it would be read as the start of the next response
+        # on a kept-alive connection.
+        return head if bodiless or method == "HEAD" else head + s.body
 
     def _record(self, message: Message, seq: int) -> None:
         self.received += 1
@@ -279,7 +284,7 @@ class RecordingOrigin:
                         close = True
                         break
                     close = self._wants_close(message)
-                    writer.write(self._answer(close))
+                    writer.write(self._answer(close, message.method))
                     if close:
                         break
                 if parser.error:

@@ -399,17 +399,21 @@ _REQUEST_LINE = re.compile(rb"([A-Z]{3,10}) [^\r\n]* HTTP/\d")
 
 
 def request_methods(raw: bytes) -> tuple[str, ...]:
-    """Methods of the request lines found in raw request bytes, in order: a best effort to
-    know which responses answer HEAD (and so have no body). Bytes inside bodies that look like a
-    request line are counted too, which only matters if they say HEAD. Only line starts are
-    tried (a regex search over a 32 MB body of one line would take seconds)."""
-    methods: list[str] = []
+    """Methods of the requests in raw request bytes, in order: to know which responses answer
+    HEAD (and so have no body). The bytes are read as requests by this module's own reader
+    (framing by Content-Length / chunked, as RFC 9112 says); where that stops (bytes it cannot
+    read), line starts that look like request lines are taken as a best effort."""
+    reader = MessageReader("request", 0)
+    reader.feed(raw)
+    reader.eof()
+    methods = [message.method for message in reader.take()]
+    rest = bytes(reader.buffer) if reader.error else b""
     start = 0
-    while start < len(raw):
-        match = _REQUEST_LINE.match(raw, start)
+    while start < len(rest):  # only line starts are tried: one regex search over a 32 MB
+        match = _REQUEST_LINE.match(rest, start)  # line would take seconds
         if match is not None:
             methods.append(match.group(1).decode("ascii"))
-        newline = raw.find(b"\n", start)
+        newline = rest.find(b"\n", start)
         if newline < 0:
             break
         start = newline + 1

@@ -140,3 +140,17 @@ def test_a_client_closing_mid_body_is_recorded_incomplete() -> None:
         assert (record.complete, record.body) == (False, b"abc")
 
     run(scenario)
+
+
+def test_head_is_answered_without_a_body() -> None:
+    async def scenario(origin: RecordingOrigin) -> bytes:
+        token = origin.new_token()
+        return await talk(
+            origin.port,
+            f"HEAD /{token} HTTP/1.1\r\nHost: up\r\n\r\nGET /{token} HTTP/1.1\r\n\r\n".encode(),
+            replies=2,
+        )
+
+    _, reply = run(scenario)
+    first, second = reply.split(b"HTTP/1.1 200 OK", 2)[1:]
+    assert first.endswith(b"Content-Length: 2\r\n\r\n") and second.endswith(b"\r\n\r\nhi")

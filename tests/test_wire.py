@@ -129,6 +129,12 @@ def test_oversized_head_and_body_are_bounded() -> None:
 def test_request_methods() -> None:
     raw = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.0\r\n\r\n"
     assert request_methods(raw) == ("HEAD", "GET")
+    # Framed by Content-Length, so a request right after a body counts (no line start needed).
+    raw = b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiHEAD /3 HTTP/1.1\r\n\r\n"
+    assert request_methods(raw) == ("POST", "HEAD")
+    # Past what cannot be read as a request, line starts are the best guess.
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nHEAD /x HTTP/1.1\r\n"
+    assert request_methods(raw) == ("POST", "HEAD")
 
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=20))
