@@ -16,6 +16,11 @@ every ``old``/``new`` value is JSON-serializable (records go straight into resul
     body     ``$``               excerpts of both bodies                 json vs non-json
     body     ``text``            ~120 chars around the first change      first difference at ...
     body     ``bytes``           ``<n> bytes sha256:<hex12>``            (compared by hash: ...)
+    exchange ``responses``,      raw exchanges (`flamingo.raw`): how many responses, how the
+             ``ending``          connection ended; later responses compare as above under
+                                 ``response[k].`` (``response[2].status``)
+    upstream ``upstream.…``      what each proxy forwarded to the recording origin
+                                 (`compare_upstream`); a status of `NO_RESPONSE` reads None
 
 Most cases match, so the match path is kept cheap and each step runs only when the one before
 could not decide: identical raw header tuples skip header normalization; byte-equal bodies skip
