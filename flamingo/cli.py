@@ -154,7 +154,15 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         help="select cases of suites carrying any of the TAGs (--tag a b, or --tag a --tag b)",
     )
     p.add_argument(
-        "--shard", metavar="K/N", help="run the K-th of N deterministic slices (1-based)"
+        "--shard",
+        metavar="K/N",
+        help="run the K-th of N deterministic slices (1-based; or FLAMINGO_SHARD=K/N)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="N slices, this one from JOB_COMPLETION_INDEX (0-based, a Kubernetes Indexed Job)",
     )
 
 
@@ -280,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="runs and gate documents, kept across restarts (default: flamingo-data)",
     )
+
+    merge = sub.add_parser(
+        "merge", help="combine the output folders of shards into one run, as if unsharded"
+    )
+    merge.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="run output folders (--out of each shard), or a folder holding them",
+    )
+    merge.add_argument("--out", metavar="DIR", required=True, help="output folder of the merge")
+    merge.add_argument("--stage", metavar="NAME", help="gate stage (default: the default gate)")
+    merge.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
 
     noise = sub.add_parser("noise", help="what a run learned as noise (compare: {noise: auto})")
     noise.add_argument(
@@ -508,6 +529,12 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from flamingo.merge import merge_dirs
+
+    return merge_dirs([Path(d) for d in args.dirs], Path(args.out), args.stage, console)
+
+
 COMMANDS = {
     "run": cmd_run,
     "show": cmd_show,
@@ -519,6 +546,7 @@ COMMANDS = {
     "import": cmd_import,
     "record": cmd_record,
     "serve": cmd_serve,
+    "merge": cmd_merge,
 }
 
 
@@ -577,6 +605,10 @@ def _main(argv: Sequence[str] | None) -> int:
         width=None if sys.stdout.isatty() else 160,
     )
     try:
+        if hasattr(args, "shards"):  # --shard, --shards + JOB_COMPLETION_INDEX, FLAMINGO_SHARD
+            from flamingo.select import resolve_shard
+
+            args.shard = resolve_shard(args.shard, args.shards, os.environ)
         with SIGNALS.raising():  # the engine defers them where stopping at once is not safe
             return COMMANDS[args.command](args, console)
     except Interrupted as exc:  # while loading, counting or listing: nothing was sent

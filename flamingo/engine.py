@@ -39,9 +39,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flamingo import __version__
 from flamingo.accepted import AcceptedList
 from flamingo.errors import HarnessError, InputError
 from flamingo.judge import TopRow, evaluate_gate, judge_case
+from flamingo.merge import (
+    PartialRun,
+    RunIdentity,
+    config_gates,
+    config_hash,
+    part_view,
+    suites_hash,
+)
 from flamingo.model import (
     Case,
     CaseResult,
@@ -223,6 +232,7 @@ class RunSummary:
     document: dict[str, Any] = field(default_factory=dict)  # gate.json as written (redacted)
     stage_rules: dict[str, Any] = field(default_factory=dict)  # `StageRun.document`
     selection: dict[str, str] = field(default_factory=dict)  # `Selection.shown`
+    partial: PartialRun | None = None  # the run as a mergeable record (`flamingo.merge`)
 
     @property
     def exit_code(self) -> int:
@@ -377,6 +387,20 @@ class Session:
                     f"suite to allow it"
                 )
 
+    def identity(self, selection: Selection, accepted: AcceptedList | None) -> RunIdentity:
+        """What a run of ``selection`` is, for a merge to check (`flamingo.merge`)."""
+        from flamingo.select import parse_shard
+
+        rules = accepted.rules if accepted is not None else ()
+        return RunIdentity(
+            flamingo_version=__version__,
+            config_hash=config_hash(self.config, rules),
+            suites_hash=suites_hash(self.suites, self.config.secrets),
+            keyword=selection.keyword,
+            tags=tuple(selection.tags),
+            shard=parse_shard(selection.shard) if selection.shard else None,
+        )
+
     def judge(self) -> CaseJudge:
         """A fresh judge for one run: its own noise model and accepted-differences use."""
         accepted = None
@@ -456,7 +480,7 @@ class Run:
     def _run(self, stepping: bool, signals: SignalGuard) -> Iterator[list[CaseResult]]:
         from flamingo.report.clusters import latency_cdf, report_context
         from flamingo.report.files import RunFiles
-        from flamingo.report.gate import gate_document
+        from flamingo.report.gate import gate_document, settings_view
 
         session, config = self.session, self.session.config
         try:
@@ -567,28 +591,49 @@ class Run:
             peaks = (own_peak, *worker_peaks)
             known = [mb for mb in peaks if mb is not None]
             total_peak = round(sum(known), 1) if known else None
+        finished_at, elapsed_s = timestamp(), round(time.monotonic() - started, 3)
+        accepted = judge.accepted.report() if judge.accepted is not None else None
+        partial = PartialRun(
+            identity=session.identity(self.selection, judge.accepted),
+            tally=tally.state(),
+            noise=judge.noise.state(),
+            accepted=accepted,
+            selected=stage.expected,
+            complete=gate.verdict != "error",
+            reason=gate.reason if gate.verdict == "error" else "",
+            started_at=started_at,
+            finished_at=finished_at,
+            elapsed_s=elapsed_s,
+            gates=config_gates(config),
+            targets={"old": config.old.base_url, "new": config.new.base_url},
+            settings=settings_view(settings),
+            peak_rss_mb=total_peak,
+            counts_fallbacks=config.new.fallback is not None,
+        )
         summary = RunSummary(
             gate=gate,
             config=config,
             settings=settings,
             started_at=started_at,
-            finished_at=timestamp(),
-            elapsed_s=round(time.monotonic() - started, 3),
+            finished_at=finished_at,
+            elapsed_s=elapsed_s,
             latency={"old": tally.latency("old"), "new": tally.latency("new")},
             signatures=tuple(tally.top(TOP_DIFFERENCES)),
             noise=tuple(judge.noise.entries()),
-            accepted=judge.accepted.report() if judge.accepted is not None else None,
+            accepted=accepted,
             peak_rss_mb=total_peak,
             peak_rss_mb_by_process=peaks,
             out_dir=out_dir,
             stage_rules=stage.document(tally),
             selection=self.selection.shown(),
+            partial=partial,
         )
         document = gate_document(summary)
         if origin is not None:
             document["upstream"] = origin.counts()
-        if files is not None:  # redacts the document in place
-            files.finish(gate, document, started_at, latency_cdf(tally))
+        if files is not None:
+            # redacts the document in place; partial.json beside it, for `flamingo merge`
+            files.finish(gate, document, started_at, latency_cdf(tally), part_view(partial))
         else:
             redacted = redactor.gate(document)
             document.clear()

@@ -57,7 +57,17 @@ from typing import Any
 
 from flamingo.errors import InputError
 from flamingo.judge import LatencyState, Tally, TallyState, TopRow, evaluate_gate
-from flamingo.model import GATE_KEYS, OUTCOMES, Config, GateResult, GateThresholds
+from flamingo.model import (
+    OUTCOMES,
+    AcceptedRule,
+    Config,
+    GateResult,
+    GateThresholds,
+    LatencyRegression,
+    ResourceBound,
+    RunSettings,
+    Target,
+)
 from flamingo.noise import NoiseModel, NoiseObservation, NoiseState
 
 __all__ = [
@@ -66,10 +76,12 @@ __all__ = [
     "PartialRun",
     "RunIdentity",
     "check_parts",
+    "config_gates",
     "config_hash",
     "find_run_dirs",
     "fingerprint",
     "merge_accepted",
+    "merge_dirs",
     "merge_parts",
     "part_from_view",
     "part_view",
@@ -132,6 +144,7 @@ class PartialRun:
     targets: dict[str, str]
     settings: dict[str, Any]
     peak_rss_mb: float | None = None
+    counts_fallbacks: bool = False  # targets.new.fallback is set: gate.json has ``fallback``
     source: str = ""  # where it was read from, for messages
 
     @property
@@ -172,8 +185,16 @@ class MergedRun:
 
     def gate(self, stage: str | None) -> GateResult:
         """The verdict of ``stage`` (None: the default gate) over the merged tally."""
+        # min_duration: every shard sent for at least as long as the shortest one did. A
+        # stage with resource bounds cannot be judged from shards (each scraped the targets
+        # around its own slice): those checks have no data, so they fail closed.
         return evaluate_gate(
-            self.thresholds(stage), stage, self.tally, complete=self.complete, reason=self.reason
+            self.thresholds(stage),
+            stage,
+            self.tally,
+            complete=self.complete,
+            reason=self.reason,
+            elapsed_s=min(part.elapsed_s for part in self.parts),
         )
 
 
@@ -237,10 +258,15 @@ def fingerprint(value: Any, secrets: Iterable[str] = ()) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def config_hash(config: Config, accepted_text: bytes | None = None) -> str:
+def config_hash(config: Config, accepted: Sequence[AcceptedRule] = ()) -> str:
     """The hash of targets.yaml as loaded (targets, run settings, gates, compare rules) and of
-    the accepted-differences file's bytes."""
-    return fingerprint((config, accepted_text), config.secrets)
+    the accepted-differences entries."""
+    return fingerprint((config, tuple(accepted)), config.secrets)
+
+
+def config_gates(config: Config) -> tuple[tuple[str | None, GateThresholds], ...]:
+    """Every gate of a config, the default first: a merge can judge any stage."""
+    return ((None, config.default_gate), *config.stages)
 
 
 def suites_hash(suites: Sequence[Any], secrets: Iterable[str] = ()) -> str:
@@ -394,7 +420,16 @@ def merge_parts(parts: Sequence[PartialRun]) -> MergedRun:
 
 
 def _thresholds_view(thresholds: GateThresholds) -> dict[str, Any]:
-    return {k: getattr(thresholds, k) for k in GATE_KEYS if getattr(thresholds, k) is not None}
+    """Every field of a gate (None included: a default is not always None), records as dicts."""
+    return {f.name: _plain(getattr(thresholds, f.name)) for f in dataclasses.fields(thresholds)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def part_view(part: PartialRun) -> dict[str, Any]:
@@ -413,6 +448,11 @@ def part_view(part: PartialRun) -> dict[str, Any]:
         "peak_rss_mb": part.peak_rss_mb,
         "gates": [{"stage": stage, "thresholds": _thresholds_view(t)} for stage, t in part.gates],
         "totals": {**dict(part.tally.counts), "accepted": part.tally.accepted},
+        "fallbacks": {
+            "configured": part.counts_fallbacks,
+            "count": part.tally.fallbacks,
+            "examples": list(part.tally.fallback_examples),
+        },
         "latency": {
             target: {
                 "histogram": state.histogram,
@@ -485,15 +525,25 @@ def _shard(reader: _Reader, text: str | None) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+_GATE_FIELDS = {f.name for f in dataclasses.fields(GateThresholds)}
+
+
 def _gates(reader: _Reader, rows: list[Any]) -> tuple[tuple[str | None, GateThresholds], ...]:
     gates: list[tuple[str | None, GateThresholds]] = []
     for row in rows:
         stage = reader.get(row, "stage", (str, type(None)), "gates[].")
-        values = reader.get(row, "thresholds", dict, "gates[].")
-        unknown = set(values) - set(GATE_KEYS)
+        values = dict(reader.get(row, "thresholds", dict, "gates[]."))
+        unknown = set(values) - _GATE_FIELDS
         if unknown:
             raise reader.fail(f"gates[].thresholds: unknown keys {sorted(unknown)}")
-        gates.append((stage, GateThresholds(**values)))
+        try:
+            regression = values.get("max_latency_regression")
+            if regression is not None:
+                values["max_latency_regression"] = LatencyRegression(**regression)
+            values["resources"] = tuple(ResourceBound(**b) for b in values.get("resources", ()))
+            gates.append((stage, GateThresholds(**values)))
+        except TypeError as exc:
+            raise reader.fail(f"gates[].thresholds: {exc}") from None
     if not gates or gates[0][0] is not None:
         raise reader.fail("gates: the default gate must come first")
     return tuple(gates)
@@ -546,6 +596,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
                 r.get(row, "example_change", str, "signatures[]."),
             )
         )
+    fallbacks = r.get(view, "fallbacks", dict)
     noise_view = r.get(view, "noise", dict)
     samples = r.get(noise_view, "samples", dict, "noise.")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in samples.values()):
@@ -578,6 +629,8 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
             accepted=r.count(totals, "accepted", "totals."),
             latency=tuple(latency),
             clusters=tuple(clusters),
+            fallbacks=r.count(fallbacks, "count", "fallbacks."),
+            fallback_examples=r.strings(fallbacks, "examples", "fallbacks."),
         ),
         noise=NoiseState(tuple(samples.items()), tuple(observations)),
         accepted=accepted,
@@ -590,6 +643,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
         gates=_gates(r, r.get(view, "gates", list)),
         targets=r.get(view, "targets", dict),
         settings=r.get(view, "settings", dict),
+        counts_fallbacks=r.get(fallbacks, "configured", bool, "fallbacks."),
         peak_rss_mb=float(peak)
         if isinstance(peak, int | float) and not isinstance(peak, bool)
         else None,
@@ -646,17 +700,23 @@ def _check_histograms(part: PartialRun, source: str) -> None:
             )
 
 
-def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
+def find_run_dirs(paths: Sequence[Path], skip: Path | None = None) -> list[Path]:
     """The run folders named: a folder with partial.json is one; a folder without it that
-    holds run folders (a shared volume with one folder per shard) stands for all of them."""
+    holds run folders (a shared volume with one folder per shard) stands for all of them
+    (except ``skip``: the merge's own output folder, when it is in there too)."""
     found: list[Path] = []
+    skipped = skip.resolve() if skip is not None else None
     for path in paths:
         if not path.is_dir():
             raise InputError("not a folder", str(path))
         if (path / PARTIAL_FILE).exists() or (path / "gate.json").exists():
             found.append(path)
             continue
-        inner = sorted(p for p in path.iterdir() if p.is_dir() and (p / PARTIAL_FILE).exists())
+        inner = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_dir() and (p / PARTIAL_FILE).exists() and p.resolve() != skipped
+        )
         if not inner:
             raise InputError(
                 f"neither a run folder nor a folder of run folders (no {PARTIAL_FILE})", str(path)
@@ -673,3 +733,223 @@ def _rows(run_dir: Path) -> Iterator[str]:
         raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
     with handle:
         yield from handle
+
+
+def _run_dirs(paths: Sequence[Path], out: Path) -> list[Path]:
+    found = [d for d in find_run_dirs(paths, skip=out)]
+    for run_dir in found:
+        if run_dir.resolve() == out.resolve():
+            raise InputError(
+                "is one of the runs being merged; give the merge its own --out", str(out)
+            )
+    return found
+
+
+def _count_rows(run_dir: Path) -> int:
+    path = run_dir / "results.jsonl"
+    count = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                count += chunk.count(b"\n")
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
+    return count
+
+
+#: What junit.xml and report.html read from a results row, and the types they need.
+_ROW_FIELDS = {
+    "id": str,
+    "suite": str,
+    "name": str,
+    "outcome": str,
+    "method": str,
+    "path": str,
+    "differences": list,
+    "failures": list,
+    "old": dict,
+    "new": dict,
+}
+
+
+def _row(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or row.get("outcome") not in OUTCOMES:
+        return None
+    if any(not isinstance(row.get(key), kind) for key, kind in _ROW_FIELDS.items()):
+        return None
+    return row
+
+
+def _settings(view: dict[str, Any]) -> RunSettings:
+    """The run settings a part reported (for gate.json ``settings``; defaults where absent)."""
+    names = {"concurrency": "concurrency", "rate_limit": "rate_limit", "timeout_s": "timeout"}
+    names |= {"retries": "retries", "workers": "workers"}
+    values = {
+        field: view[key]
+        for key, field in names.items()
+        if isinstance(view.get(key), int | float) and not isinstance(view.get(key), bool)
+    }
+    return RunSettings(**values)
+
+
+def _signatures(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's full signature list (report.html's clusters), when it wrote one."""
+    from flamingo.report.clusters import SIGNATURES_FILE
+
+    path = run_dir / SIGNATURES_FILE
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["signatures"]
+        keys = ("id", "template", "kind", "location", "change", "count", "first", "last")
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and all(k in e for k in keys) for e in entries
+        ):
+            raise TypeError("not a list of signatures")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read: {exc}", str(path)) from None
+    return entries
+
+
+def _concatenate_evidence(run_dirs: Sequence[Path], out: Path) -> dict[str, Any] | None:
+    """One evidence store from each run's, one gzip member after the other (each run kept its
+    own size budget), and gate.json ``evidence`` summed over them; None when no run kept one."""
+    import shutil
+
+    from flamingo.report.evidence import FILE_NAME
+
+    stores = [d / FILE_NAME for d in run_dirs if (d / FILE_NAME).exists()]
+    if not stores:
+        return None
+    with open(out / FILE_NAME, "wb") as target:
+        for store in stores:
+            with open(store, "rb") as source:
+                shutil.copyfileobj(source, target)
+    summary: dict[str, Any] = {"file": FILE_NAME}
+    for run_dir in run_dirs:
+        try:
+            shown = json.loads((run_dir / "gate.json").read_text(encoding="utf-8"))["evidence"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for key in ("cases", "reduced", "omitted"):
+            summary[key] = summary.get(key, 0) + int(shown.get(key) or 0)
+        for key in ("body_bytes", "budget_bytes"):
+            summary.setdefault(key, shown.get(key))
+    summary["bytes"] = (out / FILE_NAME).stat().st_size
+    return summary
+
+
+def merge_dirs(paths: Sequence[Path], out: Path, stage: str | None, console: Any = None) -> int:
+    """``flamingo merge``: read the runs in ``paths``, write one run's files to ``out``, print
+    its summary; the exit code of the merged verdict (2 when the runs cannot be merged)."""
+    from flamingo.engine import EXIT_CODES, TOP_DIFFERENCES, RunSummary
+    from flamingo.process import peak_rss_mb
+    from flamingo.report.clusters import latency_cdf
+    from flamingo.report.files import RunFiles
+    from flamingo.report.gate import gate_document
+    from flamingo.report.redact import Redactor
+    from flamingo.stagerun import fallback_view
+
+    run_dirs = _run_dirs(paths, out)
+    parts = [read_part(d) for d in run_dirs]
+    merged = merge_parts(parts)
+    gate = merged.gate(stage)  # an unknown stage is bad input before anything is written
+    where = {part.source: Path(part.source) for part in merged.parts}
+    for part in merged.parts:
+        rows = _count_rows(where[part.source])
+        if rows != part.judged:
+            raise InputError(
+                f"results.jsonl holds {rows} rows, its {PARTIAL_FILE} counts {part.judged} "
+                "judged cases (a partial copy?)",
+                part.source,
+            )
+    try:
+        files = RunFiles(out, Redactor())  # every row and record was redacted by its run
+    except OSError as exc:
+        raise InputError(f"--out: cannot write to {out}: {exc.strerror}") from exc
+    signatures = {part.source: _signatures(where[part.source]) for part in merged.parts}
+    firsts = {str(e.get("first")) for entries in signatures.values() for e in entries}
+    first_differences: dict[str, list[Any]] = {}  # the example case of each signature
+    for part in merged.parts:
+        for number, line in enumerate(_rows(where[part.source]), start=1):
+            row = _row(line)
+            if row is None:
+                raise InputError(
+                    "not a results row written by flamingo", f"{part.source}/results.jsonl", number
+                )
+            try:
+                files.write_row(row, line)
+            except (KeyError, TypeError, AttributeError, ValueError):
+                raise InputError(
+                    "a results row flamingo cannot read", f"{part.source}/results.jsonl", number
+                ) from None
+            if row["id"] in firsts:
+                first_differences.setdefault(row["id"], row["differences"])
+    for part in merged.parts:
+        for entry in signatures[part.source]:
+            files.index.absorb(entry, first_differences.get(str(entry["first"]), []))
+    evidence = _concatenate_evidence([where[p.source] for p in merged.parts], out)
+    whole = PartialRun(
+        identity=merged.identity,
+        tally=merged.tally.state(),
+        noise=merged.noise.state(),
+        accepted=merged.accepted,
+        selected=sum(p.selected for p in merged.parts),
+        complete=merged.complete,
+        reason=merged.reason,
+        started_at=merged.started_at,
+        finished_at=merged.finished_at,
+        elapsed_s=merged.elapsed_s,
+        gates=merged.gates,
+        targets=merged.targets,
+        settings=merged.settings,
+        peak_rss_mb=peak_rss_mb(),
+        counts_fallbacks=merged.parts[0].counts_fallbacks,
+    )
+    targets = merged.targets
+    summary = RunSummary(
+        gate=gate,
+        config=Config(
+            path="",
+            old=Target("old", str(targets.get("old", ""))),
+            new=Target("new", str(targets.get("new", ""))),
+        ),
+        settings=_settings(merged.settings),
+        started_at=merged.started_at,
+        finished_at=merged.finished_at,
+        elapsed_s=round(merged.elapsed_s, 3),
+        latency={"old": merged.tally.latency("old"), "new": merged.tally.latency("new")},
+        signatures=tuple(merged.tally.top(TOP_DIFFERENCES)),
+        noise=tuple(merged.noise.entries()),
+        accepted=merged.accepted,
+        peak_rss_mb=whole.peak_rss_mb,
+        out_dir=out,
+        partial=whole,
+        stage_rules={"fallback": fallback_view(merged.tally)} if whole.counts_fallbacks else {},
+    )
+    document = gate_document(summary)  # the one builder of gate.json, as for any run
+    if evidence is not None:
+        document["evidence"] = evidence
+    document["merged_from"] = [
+        {
+            "shard": part.identity.shard_text,
+            "dir": part.source,
+            "complete": part.complete,
+            "totals": {**dict(part.tally.counts), "accepted": part.tally.accepted},
+            "elapsed_s": part.elapsed_s,
+            "peak_rss_mb": part.peak_rss_mb,
+        }
+        for part in merged.parts
+    ]
+    files.finish(
+        gate, document, merged.started_at, latency_cdf(merged.tally), partial=part_view(whole)
+    )
+    if console is not None:
+        from flamingo.report.console import print_summary
+
+        print_summary(console, document, str(out), Redactor())
+    return EXIT_CODES[gate.verdict]

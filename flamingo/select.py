@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from flamingo.errors import InputError
 from flamingo.model import Case
 
-__all__ = ["compile_keyword", "parse_shard", "select", "shard_index", "shard_key"]
+__all__ = [
+    "compile_keyword",
+    "parse_shard",
+    "resolve_shard",
+    "select",
+    "shard_index",
+    "shard_key",
+]
 
 Matcher = Callable[[str], bool]  # takes the lower-cased case id
 
@@ -34,14 +41,55 @@ Matcher = Callable[[str], bool]  # takes the lower-cased case id
 _SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str, what: str = "--shard") -> tuple[int, int]:
     """``"2/5"`` -> ``(2, 5)``; anything but ``K/N`` with ``1 <= K <= N`` is an InputError."""
     match = _SHARD_RE.fullmatch(text)
     if match is not None:
         k, n = int(match.group(1)), int(match.group(2))
         if 1 <= k <= n:
             return k, n
-    raise InputError(f"--shard: expected K/N with 1 <= K <= N, got '{text}'")
+    raise InputError(f"{what}: expected K/N with 1 <= K <= N, got '{text}'")
+
+
+#: The environment variables a shard can come from (see `resolve_shard`).
+SHARD_ENV = "FLAMINGO_SHARD"
+INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
+
+
+def resolve_shard(option: str | None, shards: int | None, env: Mapping[str, str]) -> str | None:
+    """The shard a run takes, as ``"K/N"`` (None: every case), from, in this order:
+
+    * ``--shard K/N``;
+    * ``--shards N`` with Kubernetes' ``JOB_COMPLETION_INDEX`` (0-based: index ``i`` is shard
+      ``i+1/N``, so ``JOB_COMPLETION_INDEX=1 --shards 3`` is ``--shard 2/3``);
+    * ``FLAMINGO_SHARD=K/N`` in the environment.
+
+    Given both options, or ``--shards`` without an index in range, is an InputError.
+    """
+    if option is not None and shards is not None:
+        raise InputError("--shard and --shards: give one of them")
+    if option is not None:
+        k, n = parse_shard(option)
+        return f"{k}/{n}"
+    if shards is not None:
+        if shards < 1:
+            raise InputError(f"--shards: expected an integer >= 1, got {shards}")
+        index = env.get(INDEX_ENV, "").strip()
+        if not index:
+            raise InputError(
+                f"--shards {shards}: {INDEX_ENV} is not set (it is set in each pod of a "
+                f"Kubernetes Indexed Job); elsewhere use --shard K/{shards}"
+            )
+        if not index.isdigit() or int(index) >= shards:
+            raise InputError(
+                f"--shards {shards}: {INDEX_ENV}={index!r} is not an index from 0 to {shards - 1}"
+            )
+        return f"{int(index) + 1}/{shards}"
+    text = env.get(SHARD_ENV, "").strip()
+    if text:
+        k, n = parse_shard(text, SHARD_ENV)
+        return f"{k}/{n}"
+    return None
 
 
 def shard_index(case_id: str, n: int) -> int:

@@ -18,7 +18,19 @@ from flamingo.rounds import Rounds
 from flamingo.scrape import ResourceWatch
 from flamingo.stage import ResourceScrapes
 
-__all__ = ["StageRun"]
+__all__ = ["StageRun", "fallback_view"]
+
+
+def fallback_view(tally: Tally) -> dict[str, Any]:
+    """gate.json ``fallback``: how many judged cases new handed to old."""
+    totals = tally.totals
+    judged = totals.cases - totals.error
+    return {
+        "count": tally.fallbacks,
+        "judged": judged,
+        "rate": round(tally.fallbacks / judged, 6) if judged else None,
+        "examples": list(tally.fallback_examples),
+    }
 
 
 class StageRun:
@@ -64,14 +76,7 @@ class StageRun:
         if self.rounds.min_duration is not None:
             doc["rounds"] = self.rounds.rounds
         if self.config.new.fallback is not None:
-            totals = tally.totals
-            judged = totals.cases - totals.error
-            doc["fallback"] = {
-                "count": tally.fallbacks,
-                "judged": judged,
-                "rate": round(tally.fallbacks / judged, 6) if judged else None,
-                "examples": list(tally.fallback_examples),
-            }
+            doc["fallback"] = fallback_view(tally)
         if self.resources is not None:
             scrapes = self.resources
             doc["resources"] = {

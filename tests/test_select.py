@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flamingo.errors import InputError
 from flamingo.model import Case
-from flamingo.select import compile_keyword, parse_shard, select, shard_index
+from flamingo.select import compile_keyword, parse_shard, resolve_shard, select, shard_index
 
 
 def case(case_id: str, tags: tuple[str, ...] = ()) -> Case:
@@ -156,3 +156,59 @@ def test_select_is_lazy_and_checks_its_options_up_front() -> None:
     assert [c.id for c in islice(kept, 2)] == ["s::case 7", "s::case 17"]
     with pytest.raises(InputError):
         select(endless(), keyword="(")
+
+
+# --------------------------------------------------------------------------------------------
+# Where a shard comes from: --shard, --shards with JOB_COMPLETION_INDEX, FLAMINGO_SHARD
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "shards", "env", "shard"),
+    [
+        (None, None, {}, None),
+        ("2/3", None, {}, "2/3"),
+        (" 2 / 3 ", None, {"FLAMINGO_SHARD": "1/5"}, "2/3"),  # the option wins
+        (None, 3, {"JOB_COMPLETION_INDEX": "1"}, "2/3"),  # 0-based index
+        (None, 3, {"JOB_COMPLETION_INDEX": "0", "FLAMINGO_SHARD": "3/3"}, "1/3"),
+        (None, 1, {"JOB_COMPLETION_INDEX": "0"}, "1/1"),
+        (None, None, {"FLAMINGO_SHARD": "4/4"}, "4/4"),
+        (None, None, {"FLAMINGO_SHARD": "  "}, None),
+        (None, None, {"JOB_COMPLETION_INDEX": "2"}, None),  # an index alone shards nothing
+    ],
+)
+def test_resolve_shard(
+    option: str | None, shards: int | None, env: dict[str, str], shard: str | None
+) -> None:
+    assert resolve_shard(option, shards, env) == shard
+
+
+@pytest.mark.parametrize(
+    ("option", "shards", "env", "message"),
+    [
+        ("1/2", 2, {"JOB_COMPLETION_INDEX": "0"}, "--shard and --shards: give one of them"),
+        (None, 3, {}, "--shards 3: JOB_COMPLETION_INDEX is not set"),
+        (
+            None,
+            3,
+            {"JOB_COMPLETION_INDEX": "3"},
+            "JOB_COMPLETION_INDEX='3' is not an index from 0 to 2",
+        ),
+        (None, 3, {"JOB_COMPLETION_INDEX": "-1"}, "is not an index from 0 to 2"),
+        (None, 3, {"JOB_COMPLETION_INDEX": "x"}, "is not an index"),
+        (None, 0, {"JOB_COMPLETION_INDEX": "0"}, "--shards: expected an integer >= 1"),
+        (
+            None,
+            None,
+            {"FLAMINGO_SHARD": "3/2"},
+            "FLAMINGO_SHARD: expected K/N with 1 <= K <= N, got '3/2'",
+        ),
+        ("0/2", None, {}, "--shard: expected K/N"),
+    ],
+)
+def test_resolve_shard_rejects(
+    option: str | None, shards: int | None, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        resolve_shard(option, shards, env)
+    assert message in str(info.value)

@@ -112,6 +112,12 @@ class ReportIndex:
 
     def add(self, result: CaseResult, row: dict[str, Any], redactor: Redactor) -> None:
         """One non-matching case; ``row`` is its redacted results row."""
+        self.add_row(row)
+        self.add_signatures(result, row, redactor)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """The page's line of one non-matching case and its transport errors, from its row
+        alone (also a row another run wrote: `flamingo merge`)."""
         lines = [describe_error(row[t], t) for t in ("old", "new") if row[t].get("error")]
         lines += [
             f"{t}: connection ended {row[t]['ending']}"
@@ -135,6 +141,9 @@ class ReportIndex:
                         "message": view.get("message", ""),
                     }
                 group["count"] += 1
+
+    def add_signatures(self, result: CaseResult, row: dict[str, Any], redactor: Redactor) -> None:
+        """The difference signatures of one non-matching case."""
         redactor = redactor.extended(credentials_of(result))
         seen: set[str] = set()
         template = result.case.template
@@ -163,6 +172,29 @@ class ReportIndex:
             seen.add(sid)
             entry.count += 1
             entry.last = row["id"]
+
+    def absorb(self, entry: dict[str, Any], differences: list[Any]) -> None:
+        """One signature of another run (a `SIGNATURES_FILE` entry) added to this index:
+        counts add; the first case stays the first one seen (``differences``: that case's,
+        for the side-by-side example), the last becomes this entry's (`flamingo merge`)."""
+        sid = str(entry["id"])
+        current = self.signatures.get(sid)
+        if current is None:
+            key: SignatureKey = (
+                str(entry["template"]),
+                str(entry["kind"]),
+                str(entry["location"]),
+                str(entry["change"]),
+            )
+            if len(self.signatures) >= MAX_SIGNATURES and sid != signature_id(OTHER_KEY):
+                sid, key = signature_id(OTHER_KEY), OTHER_KEY
+                current = self.signatures.get(sid)
+            if current is None:
+                current = self.signatures[sid] = _Signature(
+                    key, str(entry["first"]), str(entry["example_change"]), differences[:50]
+                )
+        current.count += int(entry["count"])
+        current.last = str(entry["last"])
 
     def flush(self) -> None:
         self._part.flush()

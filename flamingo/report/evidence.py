@@ -377,7 +377,8 @@ def read_evidence(run_dir: Path) -> Iterator[dict[str, Any]]:
     decompressor = zlib.decompressobj(wbits=31)  # gzip header
     pending = b""
     with open(path, "rb") as raw:
-        while chunk := raw.read(1 << 16):
+        chunk = raw.read(1 << 16)
+        while chunk:
             try:
                 data = decompressor.decompress(chunk)
             except zlib.error:
@@ -387,7 +388,13 @@ def read_evidence(run_dir: Path) -> Iterator[dict[str, Any]]:
             for line in lines:
                 yield json.loads(line)
             if decompressor.eof:
-                break
+                # Stores written one after the other (`flamingo merge` appends each shard's) are
+                # one gzip member each: go on with the next one.
+                chunk = decompressor.unused_data
+                decompressor = zlib.decompressobj(wbits=31)
+                if chunk:
+                    continue
+            chunk = raw.read(1 << 16)
 
 
 def find_evidence(run_dir: Path, ids: set[str]) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from flamingo.merge import PARTIAL_FILE
 from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
 from flamingo.report.clusters import ReportContext, ReportIndex
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
@@ -176,11 +177,22 @@ class RunFiles:
             row = self.redactor.row(row, credentials)
         self._results.write(self.redactor.json_text(dumps(row)))
         self._results.write("\n")
-        self._write_junit_case(row)
         if self.evidence is not None and wants_evidence(result):
             self.evidence.write(result)
         if result.outcome != "match":
-            self.index.add(result, row, self.redactor)
+            self.index.add_signatures(result, row, self.redactor)
+        self._keep(row)
+
+    def write_row(self, row: dict[str, Any], line: str) -> None:
+        """A case another run judged and wrote (`flamingo merge`): its results.jsonl ``line``
+        as written there (already redacted), the rest from its parsed ``row``."""
+        self._results.write(line if line.endswith("\n") else line + "\n")
+        self._keep(row)
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        self._write_junit_case(row)
+        if row["outcome"] != "match":
+            self.index.add_row(row)
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
@@ -255,11 +267,13 @@ class RunFiles:
         gate_doc: dict[str, Any],
         started_at: str,
         latency_cdf: dict[str, list[tuple[float, float]]] | None = None,
+        partial: dict[str, Any] | None = None,
     ) -> None:
         """Close the streams and write the verdict files; safe to call after an interrupt.
 
         ``gate_doc`` is redacted *in place* (secrets and every credential value the run saw),
         so whatever shows it afterwards (the console summary) shows the redacted document.
+        ``partial`` (`flamingo.merge.part_view`) is written, redacted, as partial.json.
         """
         self.flush()
         self._results.close()
@@ -270,6 +284,14 @@ class RunFiles:
         self.index.annotate(gate_doc, self.context)
         self._write_junit(gate, started_at)
         self.redactor = self.redactor.extended(self._learned)
+        if partial is not None:
+            # The encoded histograms hold no target data, and redacting text inside one
+            # (a short secret that happens to be base64) would corrupt it: kept as they are.
+            latency = partial.pop("latency", None)
+            redacted_partial = self.redactor.gate(partial)
+            if latency is not None:
+                partial["latency"] = redacted_partial["latency"] = latency
+            self._write_atomic(PARTIAL_FILE, json.dumps(redacted_partial, indent=1) + "\n")
         redacted = self.redactor.gate(gate_doc)
         gate_doc.clear()
         gate_doc.update(redacted)

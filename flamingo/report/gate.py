@@ -15,6 +15,7 @@ from flamingo.stage import judge_result
 
 if TYPE_CHECKING:
     from flamingo.engine import RunSummary
+    from flamingo.model import RunSettings
 
 
 def gate_document(summary: RunSummary) -> dict[str, Any]:
@@ -41,13 +42,7 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
     doc["selection"] = summary.selection
     doc["flamingo_version"] = __version__
     doc["targets"] = {"old": config.old.base_url, "new": config.new.base_url}
-    doc["settings"] = {
-        "concurrency": settings.concurrency,
-        "rate_limit": settings.rate_limit,
-        "timeout_s": settings.timeout,
-        "retries": settings.retries,
-        "workers": settings.workers,
-    }
+    doc["settings"] = settings_view(settings)
     doc["latency"] = summary.latency
     doc.update(summary.stage_rules)  # fallback, resources, rounds
     doc["peak_rss_mb"] = summary.peak_rss_mb
@@ -71,7 +66,20 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
     doc["noise"] = [noise_row(entry) for entry in summary.noise]
     if summary.accepted is not None:
         doc["accepted"] = summary.accepted
+    if summary.partial is not None:  # what a merge checks: shard, selection, config, version
+        doc["run"] = summary.partial.identity.view()
     return doc
+
+
+def settings_view(settings: RunSettings) -> dict[str, Any]:
+    """gate.json ``settings``: how the run sent."""
+    return {
+        "concurrency": settings.concurrency,
+        "rate_limit": settings.rate_limit,
+        "timeout_s": settings.timeout,
+        "retries": settings.retries,
+        "workers": settings.workers,
+    }
 
 
 def noise_row(entry: NoiseEntry) -> dict[str, Any]:
