@@ -435,3 +435,19 @@ def test_fingerprint_ignores_where_and_secrets_but_not_what() -> None:
     assert fingerprint(dataclasses.replace(same, url="http://g/other"), ["other"]) != fingerprint(
         same, ["other"]
     )
+
+
+def test_an_evidence_store_of_concatenated_stores_reads_whole(tmp_path: Any) -> None:
+    """`flamingo merge` writes each shard's evidence store after the other: one gzip member
+    each; reading goes on past the end of the first."""
+    import gzip
+
+    from flamingo.report.evidence import FILE_NAME, find_evidence, read_evidence
+
+    with open(tmp_path / FILE_NAME, "wb") as out:
+        for shard in range(3):
+            lines = "".join(json.dumps({"id": f"s{shard}-{i}"}) + "\n" for i in range(200))
+            out.write(gzip.compress(lines.encode()))
+    ids = [record["id"] for record in read_evidence(tmp_path)]
+    assert ids == [f"s{shard}-{i}" for shard in range(3) for i in range(200)]
+    assert set(find_evidence(tmp_path, {"s2-199", "s0-0"})) == {"s2-199", "s0-0"}
