@@ -133,6 +133,8 @@ class RawTransport:
             writer.transport.abort()
         if not outcome.ending:
             outcome.ending = "timeout"
+        if outcome.ending in ("timeout", "reset"):
+            parser.abort()  # a response cut short still shows its status and headers
         return self._response(parser, outcome.ending, start, last_response)
 
     @staticmethod

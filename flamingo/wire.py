@@ -228,6 +228,12 @@ class MessageReader:
             if self.kind == "response":
                 self._body.feed(bytes(self.buffer))
 
+    def abort(self) -> None:
+        """Reading stops here (the exchange ran out of time): a message whose head was read is
+        kept as incomplete, so its status and headers are still compared."""
+        if self.state in ("length", "chunk", "data", "trailer", "close"):
+            self._finish(complete=False)
+
     def take(self) -> list[Message]:
         """The messages completed since the last call."""
         done, self.finished = self.finished, []

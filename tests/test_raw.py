@@ -265,3 +265,32 @@ def test_idle_is_the_quiet_time_after_the_last_response(idle: float) -> None:
 
     response = exchange(handler, RawRequest(GET.parts, idle=idle))
     assert len(response.more) == (0 if idle == 0.05 else 1)
+
+
+def test_a_body_that_never_ends_is_cut_at_the_deadline_and_keeps_its_status() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:  # one byte every 20 ms, forever
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    started = time.monotonic()
+    response = exchange(handler, RawRequest(GET.parts, timeout=0.3))
+    assert (response.status, response.ending) == (200, "timeout")
+    assert response.body.startswith(b"xxx")
+    assert time.monotonic() - started < 2
+
+
+def test_endless_garbage_stops_at_once() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head(reader)
+        while True:
+            writer.write(bytes(range(256)) * 256)
+            await writer.drain()
+
+    started = time.monotonic()
+    response = exchange(handler, RawRequest(GET.parts, timeout=5))
+    assert (response.status, response.ending) == (0, "invalid")
+    assert time.monotonic() - started < 2 and len(response.body) <= SETTINGS.max_body_bytes
