@@ -432,15 +432,18 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     # The edge suite (suites/edge) probes real proxies through the recording origin; the demo's
     # two small Python proxies have no `upstream:` (README, "Testing proxy edge cases").
     suites = [suite for suite in suites if "edge" not in suite.tags]
+    if args.json:  # stdout carries the gate document alone
+        console = Console(file=sys.stderr, highlight=False)
     with start_demo_process(fallback_paths=DEMO_FALLBACK_PATHS) as demo:
         config = replace(
             config, old=_at_demo(config.old, demo.urls), new=_at_demo(config.new, demo.urls)
         )
-        console.print(
-            f"demo: origin {demo.urls['origin']} · old proxy {demo.urls['old']} · "
-            f"new proxy {demo.urls['new']}",
-            highlight=False,
-        )
+        if not args.quiet:
+            console.print(
+                f"demo: origin {demo.urls['origin']} · old proxy {demo.urls['old']} · "
+                f"new proxy {demo.urls['new']}",
+                highlight=False,
+            )
         out_dir = Path(args.out) if args.out else default_out_dir()
         session = Session(config, suites)
         if args.rollout:
@@ -452,10 +455,11 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             code = _run(session, Selection(), options, console, args)
     if code == EXIT_HARNESS or args.strict:
         return code
-    console.print(
-        "demo: the verdict above is the gate's (exit code of `flamingo run` would be "
-        f"{code}); `flamingo demo --strict` exits with it."
-    )
+    if not (args.quiet or args.json):
+        console.print(
+            "demo: the verdict above is the gate's (exit code of `flamingo run` would be "
+            f"{code}); `flamingo demo --strict` exits with it."
+        )
     return 0
 
 

@@ -218,3 +218,17 @@ def test_summary_shows_failing_checks_first_more_signatures_and_latency() -> Non
     assert "latency (ms)" in text and "1.7" in text
     assert text.rstrip().endswith("report: out")
     assert "reason: min_match_rate observed 0.555556, threshold 1" in text
+
+
+def test_demo_json_is_the_gate_document_alone(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamingo", "demo", "--json", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr  # the demo exits 0 once it has shown a verdict
+    gate = json.loads(proc.stdout)  # nothing but the document on stdout
+    assert gate == json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert gate["verdict"] == "fail" and gate["evidence"]["cases"] > 0
+    assert "demo: origin" in proc.stderr
