@@ -28,7 +28,7 @@ from html import escape
 from typing import IO, Any
 
 #: Body characters of a side-by-side example embedded in the page.
-EXAMPLE_BODY_CHARS = 16 * 1024
+EXAMPLE_BODY_CHARS = 8 * 1024
 #: Clusters that get a side-by-side example on the page (the largest first).
 MAX_EXAMPLES = 200
 #: Characters of a case's one-line summary in the case list.
