@@ -321,3 +321,15 @@ def test_side_by_side_marks_the_differing_headers() -> None:
         "rows": [{"path": "$.x", "old": "1", "new": "2"}],
         "total": 1,
     }
+
+
+def test_text_diff_of_a_hostile_body_is_bounded() -> None:
+    """64k one-character lines (difflib's worst case): only the first 2,000 lines of each side
+    are compared, and the view says so."""
+    old = "\n".join("a" if i % 2 else "b" for i in range(65_536))
+    new = "\n".join("b" if i % 3 else "a" for i in range(65_536))
+    lines, _ = text_diff(old, new)
+    assert (
+        len(lines) <= 401 and lines[-1] == "… only the first 2,000 lines of each side were compared"
+    )
+    assert all(len(line) <= 2_000 for line in lines)

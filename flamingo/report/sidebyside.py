@@ -18,6 +18,9 @@ MAX_PATH_ROWS = 300
 #: Unified diff lines shown, and characters per line.
 MAX_DIFF_LINES = 400
 MAX_LINE_CHARS = 2_000
+#: Lines of each text fed to the diff: difflib's matching is superlinear in lines, and a hostile
+#: body of 64k one-character lines must not stall the report.
+MAX_DIFF_INPUT_LINES = 2_000
 #: Characters of a JSON value shown in a path row.
 MAX_VALUE_CHARS = 500
 
@@ -69,10 +72,14 @@ def json_paths_diff(old: Any, new: Any) -> tuple[list[dict[str, Any]], int]:
 
 def text_diff(old: str, new: str) -> tuple[list[str], int]:
     """A unified diff of two texts (at most `MAX_DIFF_LINES` lines), and its full length."""
-    lines = list(
-        difflib.unified_diff(old.splitlines(), new.splitlines(), "old", "new", lineterm="", n=3)
-    )
-    return [_cut(line, MAX_LINE_CHARS) for line in lines[:MAX_DIFF_LINES]], len(lines)
+    a, b = old.splitlines(), new.splitlines()
+    cut = len(a) > MAX_DIFF_INPUT_LINES or len(b) > MAX_DIFF_INPUT_LINES
+    a, b = a[:MAX_DIFF_INPUT_LINES], b[:MAX_DIFF_INPUT_LINES]
+    lines = list(difflib.unified_diff(a, b, "old", "new", lineterm="", n=3))
+    shown = [_cut(line, MAX_LINE_CHARS) for line in lines[:MAX_DIFF_LINES]]
+    if cut:
+        shown.append(f"… only the first {MAX_DIFF_INPUT_LINES:,} lines of each side were compared")
+    return shown, len(lines)
 
 
 def _json_body(side: dict[str, Any]) -> tuple[bool, Any]:
