@@ -274,7 +274,7 @@ def job_command(stage: str, directory: Path) -> list[str]:
     command = [part.replace("{{args.stage}}", stage) for part in container["command"]]
     # The container's mounts, on this machine: /config -> the scenario's folder.
     command = [
-        part.replace("/config", str(directory)).replace("/reports", str(directory / "reports"))
+        part.replace("/config", str(directory)).replace("/reports", str(directory / stage))
         for part in command
     ]
     assert command[:2] == ["flamingo", "run"]
@@ -283,12 +283,12 @@ def job_command(stage: str, directory: Path) -> list[str]:
 
 def test_argo_job_provider(scenario: Scenario) -> None:
     directory = scenario.directory
-    passing = subprocess.run(job_command("canary", directory), capture_output=True, timeout=120)
-    assert passing.returncode == 0  # Job succeeded -> Successful
-    failing = subprocess.run(job_command("global", directory), capture_output=True, timeout=120)
-    assert failing.returncode == 1  # Job failed -> Failed
-    results = directory / "reports" / "run" / "results.jsonl"
-    results.unlink()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    passing = subprocess.Popen(job_command("canary", directory), **quiet)  # type: ignore[call-overload]
+    failing = subprocess.Popen(job_command("global", directory), **quiet)  # type: ignore[call-overload]
+    assert passing.wait(120) == 0  # Job succeeded -> Successful
+    assert failing.wait(120) == 1  # Job failed -> Failed
+    results = directory / "slow" / "run" / "results.jsonl"
     running = subprocess.Popen(
         job_command("slow", directory), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -404,8 +404,10 @@ def test_github_actions_gate(demo_targets: dict[str, str], tmp_path: Path) -> No
             argv, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    assert gate("    canary: { min_match_rate: 0.5 }\n").wait(120) == 0  # deploy runs
-    assert gate("    canary: { min_match_rate: 1.0 }\n").wait(120) == 1  # deploy skipped
+    passing = gate("    canary: { min_match_rate: 0.5 }\n")
+    failing = gate("    canary: { min_match_rate: 1.0 }\n")
+    assert passing.wait(120) == 0  # deploy runs
+    assert failing.wait(120) == 1  # deploy skipped
     running = gate("    canary: { min_match_rate: 0.5, min_duration: 60s }\n")
     try:
         sending(running, last_checkout(tmp_path) / "reports" / "gate" / "results.jsonl")
@@ -418,54 +420,6 @@ def test_github_actions_gate(demo_targets: dict[str, str], tmp_path: Path) -> No
 # --------------------------------------------------------------------------------------------
 # The server itself: restart, refusals
 # --------------------------------------------------------------------------------------------
-
-
-def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "FLAMINGO_TOKEN"}
-    targets = write_config(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:2", STAGES)
-    for extra in ({}, {"FLAMINGO_TOKEN": "  "}):
-        command = flamingo_command(
-            "serve",
-            "--targets",
-            targets,
-            "--suites",
-            tmp_path / "suites",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            tmp_path / "d",
-        )
-        done = subprocess.run(
-            command, env={**env, **extra}, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 2
-        assert "FLAMINGO_TOKEN" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_serve_bad_targets_is_file_line(tmp_path: Path) -> None:
-    targets = write_config(
-        tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:2", "    canary: { min_match_rate: 2 }\n"
-    )
-    command = flamingo_command(
-        "serve",
-        "--targets",
-        targets,
-        "--suites",
-        tmp_path / "suites",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        tmp_path / "d",
-    )
-    done = subprocess.run(
-        command,
-        env={**os.environ, "FLAMINGO_TOKEN": TOKEN},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert re.search(r"targets\.yaml:\d+: ", done.stderr), done.stderr
 
 
 def test_a_restart_keeps_runs_and_finishes_an_interrupted_one_as_error(
@@ -536,3 +490,54 @@ def test_gate_documents_are_json_with_the_contract_keys(scenario: Scenario) -> N
     } <= set(gate)
     assert gate["totals"]["cases"] == 5
     json.dumps(gate, allow_nan=False)
+
+
+def serve_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    *, stages: str = STAGES, token: str | None = TOKEN, data: Path | None = None,
+) -> tuple[int, str]:  # fmt: skip
+    """``flamingo serve`` through the real CLI, in this process: for refusals, which end before
+    anything listens."""
+    from flamingo.cli import main
+
+    targets = write_config(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:2", stages)
+    if token is None:
+        monkeypatch.delenv("FLAMINGO_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("FLAMINGO_TOKEN", token)
+    argv = ["serve", "--targets", str(targets), "--suites", str(tmp_path / "suites")]
+    argv += ["--listen", "127.0.0.1:0", "--data", str(data or tmp_path / "d")]
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_without_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for token in (None, "  ", "\n"):
+        code, err = serve_in_process(tmp_path, monkeypatch, capsys, token=token)
+        assert code == 2
+        assert "FLAMINGO_TOKEN" in err and "Traceback" not in err
+
+
+def test_serve_bad_targets_is_file_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stages = "    canary: { min_match_rate: 2 }\n"
+    code, err = serve_in_process(tmp_path, monkeypatch, capsys, stages=stages)
+    assert code == 2
+    assert re.search(r"targets\.yaml:\d+: ", err), err
+
+
+def test_serve_refuses_what_it_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "flamingo.sqlite3").write_bytes(b"this is not a database" * 100)
+    code, err = serve_in_process(tmp_path, monkeypatch, capsys, data=data)
+    assert code == 2 and "--data:" in err and "Traceback" not in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, err = serve_in_process(tmp_path, monkeypatch, capsys, data=blocker / "sub")
+    assert code == 2 and "--data:" in err

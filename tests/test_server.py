@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -416,3 +417,44 @@ def test_an_empty_token_is_refused(tmp_path: Path) -> None:
     store = Store(tmp_path)
     with contextlib.closing(store), pytest.raises(ValueError):
         build_app(store, Executor(store, tmp_path, FakeRuns()), STAGES, "")
+
+
+def test_concurrent_posts_of_one_stage_start_exactly_one_run(
+    server: Server, client: httpx.Client
+) -> None:
+    import concurrent.futures
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+            return c.post("/runs", json={"stage": "canary", "k": "hold"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = sorted(pool.map(post, range(32)))
+    assert codes.count(202) == 1 and codes.count(409) == 31
+    server.runs.release.set()
+
+
+def test_a_failed_run_never_shows_a_secret(tmp_path: Path) -> None:
+    def leaky(
+        record: RunRecord, out_dir: Path, progress: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        raise RuntimeError("cannot reach http://svc:hunter2secret@10.0.0.1/")
+
+    store = Store(tmp_path)
+    executor = Executor(
+        store, tmp_path, leaky, redact=lambda t: t.replace("hunter2secret", "[REDACTED]")
+    )
+    executor.start([])
+    record = store.create("default", {})
+    executor.submit(record)
+    for _ in range(200):
+        done = store.get(record.id)
+        if done is not None and done.status == "done":
+            break
+        threading.Event().wait(0.02)
+    assert done is not None and done.gate is not None
+    assert "hunter2secret" not in json.dumps(done.gate)
+    assert "[REDACTED]" in done.gate["reason"]
+    assert "hunter2secret" not in (tmp_path / "runs" / record.id / "server-error.log").read_text()
+    executor.stop()
+    store.close()

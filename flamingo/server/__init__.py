@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,8 +44,8 @@ def serve(targets: str, suites: Sequence[str], listen: str, data: str) -> int:
     """Run the gate server until SIGINT/SIGTERM; the exit code."""
     from flamingo.engine import Session
 
-    token = os.environ.get(TOKEN_VARIABLE, "")
-    if not token.strip():
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()  # a stray newline from a secret file
+    if not token:
         raise InputError(
             f"{TOKEN_VARIABLE} is not set: the gate server refuses to start without a token "
             "(every route but GET /healthz requires 'Authorization: Bearer $FLAMINGO_TOKEN')"
@@ -68,13 +69,18 @@ async def _serve(
         store = Store(data_dir)
     except OSError as exc:
         raise InputError(f"--data: cannot use {data_dir}: {exc.strerror or exc}") from exc
+    except sqlite3.DatabaseError as exc:  # not a database, or one another program locked
+        raise InputError(f"--data: {data_dir / 'flamingo.sqlite3'}: {exc}") from exc
 
     def interrupted(record: Any) -> dict[str, Any]:
         reason = "the server stopped while the run was in progress; its cases were not all judged"
         return gate_without_run(record, reason, complete=True)
 
     executor = Executor(
-        store, data_dir, lambda record, out, sink: run_stage(session, record, out, sink)
+        store,
+        data_dir,
+        lambda record, out, sink: run_stage(session, record, out, sink),
+        redact=session.redactor.text,
     )
     executor.start(store.recover(interrupted))
     app = build_app(store, executor, stages, token)

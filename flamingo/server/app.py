@@ -231,7 +231,7 @@ def _gate(app: web.Application, record: RunRecord) -> dict[str, Any]:
     live = app[EXECUTOR].progress(record.id) or {}
     reason = f"run {record.id} is {record.status}"
     if "total" in live:
-        reason += f" ({live.get('cases', 0)} of {live['total']} cases judged)"
+        reason += f" ({live.get('cases', 0)} cases judged so far; {live['total']} selected)"
     return gate_without_run(record, reason, complete=False, totals=live.get("totals"))
 
 

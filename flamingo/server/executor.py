@@ -92,8 +92,15 @@ def run_stage(
 class Executor:
     """The queue and its thread (see the module docstring)."""
 
-    def __init__(self, store: Store, data_dir: Path, run: RunFunction) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        run: RunFunction,
+        redact: Callable[[str], str] = str,
+    ) -> None:
         self.store = store
+        self.redact = redact  # secrets out of messages the engine did not write
         self.data_dir = data_dir
         self.run = run
         self._queue: queue.Queue[RunRecord | None] = queue.Queue()
@@ -162,11 +169,12 @@ class Executor:
         try:
             gate = self.run(record, out_dir, sink)
         except Exception as exc:  # input error, harness error, a bug: the run is error
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            text = self.redact(str(exc))
+            message = text.splitlines()[0] if text else type(exc).__name__
             gate = gate_without_run(record, f"the run could not run: {message}", complete=True)
             with contextlib.suppress(OSError):
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "server-error.log").write_text(traceback.format_exc())
+                (out_dir / "server-error.log").write_text(self.redact(traceback.format_exc()))
         gate = {"id": record.id, **gate}
         gate.setdefault("complete", True)
         if "judgeResult" not in gate:
