@@ -84,7 +84,8 @@ async def _serve(
     )
     executor.start(store.recover(interrupted))
     app = build_app(store, executor, stages, token)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A webhook waiting for its run must not hold up a SIGTERM for aiohttp's default minute.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
