@@ -177,6 +177,9 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     )
 
 
+_FORCE_HELP = "use a non-empty --out folder: flamingo's own files in it are removed first"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flamingo",
@@ -189,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="send the suites to both targets and judge the gate")
     _add_files(run)
     run.add_argument("--out", metavar="DIR", help="output folder (default: reports/<timestamp>/)")
+    run.add_argument("--force", action="store_true", help=_FORCE_HELP)
     run.add_argument("--stage", metavar="NAME", help="gate stage from targets.yaml")
     _add_selection(run)
     run.add_argument(
@@ -258,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start the bundled demo targets and run the bundled suites")
     demo.add_argument("--out", metavar="DIR", help="output folder (default: reports/<timestamp>/)")
+    demo.add_argument("--force", action="store_true", help=_FORCE_HELP)
     demo.add_argument("--stage", metavar="NAME", help="gate stage")
     demo.add_argument(
         "--serve",
@@ -354,7 +359,16 @@ def _run(
     return summary.exit_code
 
 
+def _fresh_out(args: argparse.Namespace) -> None:
+    """An explicit --out must be new or empty (or --force): checked before anything is read."""
+    if args.out:
+        from flamingo.report.files import prepare_out_dir
+
+        prepare_out_dir(Path(args.out), force=args.force)
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    _fresh_out(args)
     options = RunOptions(
         stage=args.stage,
         concurrency=args.concurrency,
@@ -417,6 +431,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from flamingo.demo import DEMO_FALLBACK_PATHS, start_demo_process
     from flamingo.load import load_config, load_suites
 
+    if not args.serve:
+        _fresh_out(args)
     config = load_config(bundled_path("targets.yaml"))
     if args.serve:
         ports = {

@@ -334,7 +334,9 @@ def test_list_check_and_selection_send_nothing(tmp_path: Path, capsys: Any) -> N
 def test_bad_input_exits_2_with_file_and_line(tmp_path: Path, capsys: Any) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("suite: x\nrequests:\n  - name: a\n    path: /a\n    methd: GET\n")
-    code = run_cli("run", "--suites", bad, "--targets", REPO / "targets.yaml", "--out", tmp_path)
+    code = run_cli(
+        "run", "--suites", bad, "--targets", REPO / "targets.yaml", "--out", tmp_path / "out"
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(f"{bad}:5: ")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from flamingo.errors import InputError
 from flamingo.merge import PARTIAL_FILE
 from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
 from flamingo.report.clusters import ReportContext, ReportIndex
@@ -329,6 +330,55 @@ class RunFiles:
         tmp = path.with_name(name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+#: Every file a run may leave in its --out folder (the partial.json of `flamingo.merge`, the
+#: crash.log of a crashed run, and the temporary names of files being written included).
+RUN_FILES: tuple[str, ...] = (
+    "gate.json",
+    "results.jsonl",
+    "junit.xml",
+    "report.html",
+    "crash.log",
+    "partial.json",
+    ".junit.xml.part",
+    "gate.json.tmp",
+    "report.html.tmp",
+    "junit.xml.tmp",
+    "partial.json.tmp",
+)
+
+
+def prepare_out_dir(out_dir: Path, *, force: bool) -> None:
+    """Make sure nothing in ``out_dir`` can be read as this run's result before it has one.
+
+    A folder that holds anything is refused (`InputError`): a stale ``gate.json`` there would
+    still say ``pass`` after this run stopped on bad input. With ``force`` flamingo's own files
+    (`RUN_FILES`) are removed at once - before the inputs are even read - and anything else
+    is left alone.
+    """
+    try:
+        entries = sorted(entry.name for entry in out_dir.iterdir())
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise InputError(f"--out: {out_dir} exists and is not a folder") from None
+    except OSError as exc:
+        raise InputError(f"--out: cannot read {out_dir}: {exc.strerror}") from None
+    if not entries:
+        return
+    if not force:
+        more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        shown = ", ".join(entries[:5]) + more
+        raise InputError(
+            f"--out: {out_dir} is not empty ({shown}); a run writes into a new or empty folder, "
+            "or pass --force to replace flamingo's files in it"
+        )
+    for name in RUN_FILES:
+        try:
+            (out_dir / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out: cannot remove {out_dir / name}: {exc.strerror}") from None
 
 
 def write_unrun(out_dir: Path, stage: str | None, reason: str) -> None:
