@@ -68,7 +68,7 @@ from flamingo.model import (
     RunSettings,
     Target,
 )
-from flamingo.noise import NoiseModel, NoiseObservation, NoiseState
+from flamingo.noise import NoiseModel, NoiseObservation, NoiseState, Variation
 
 __all__ = [
     "PARTIAL_FILE",
@@ -549,6 +549,13 @@ def _gates(reader: _Reader, rows: list[Any]) -> tuple[tuple[str | None, GateThre
     return tuple(gates)
 
 
+def _variation(r: _Reader, data: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        return Variation.from_view(data).view()
+    except ValueError as exc:
+        raise r.fail(f"{where}variation: {exc}") from None
+
+
 def part_from_view(view: Any, source: str = "") -> PartialRun:
     """partial.json's data -> `PartialRun`, checked field by field (InputError names the file)."""
     r = _Reader(source)
@@ -612,6 +619,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
                 r.count(row, "differing", where),
                 r.strings(row, "examples", where),
                 r.get(row, "context", str, where),
+                _variation(r, r.get(row, "variation", dict, where), where),
             )
         )
     accepted = r.get(view, "accepted", (dict, type(None)))

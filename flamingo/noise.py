@@ -16,9 +16,21 @@ Locations:
     status   status                        status codes of the two old responses
     header   lower-case name               header values (after normalization)
     body     JSON path, list indices *     deepdiff of the two JSON bodies
-    body     text~N (token N)              text bodies with the same number of tokens:
-                                           each token position that differs is a region
-    body     text                          text bodies whose token counts differ (whole body)
+    body     text~"CONTEXT"                text bodies aligned token by token (difflib):
+                                           each changed run of tokens is a region, named by
+                                           the (up to 3) unchanged tokens just before it
+
+A text body is never noise as a whole: a body too large to align (`MAX_TEXT_TOKENS`) learns
+nothing, so its differences stay differences.
+
+Noise excuses only a new value that is *like the old variation* (`Variation`): every location
+remembers the values it took on old (both old responses of each differing sample). A new value
+seen on old is excused. A location whose values repeat - status codes always, and any location
+with few distinct values for its observations (`Variation.categorical`: 200/503, HIT/MISS,
+"ok"/"degraded") - excuses nothing else: a value never seen on old is a difference even where
+old flaps. A location whose values are all different (ids, timestamps, tokens) excuses a new
+value of the same JSON type and, for strings, made of the same character classes and of a
+similar length: ``FAILED`` where old had random hex ids is still a difference.
 
 Everything here is pure: the model is an accumulator of the observations it is given, and the
 decisions depend only on those counts. The rows `entries()` returns feed gate.json and
@@ -27,14 +39,18 @@ decisions depend only on those counts. The rows `entries()` returns feed gate.js
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from flamingo.compare import compare
+from flamingo.compare import compare, json_type
 from flamingo.judge import set_aside
 from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
-from flamingo.normalize import header_value, normalize_body
+from flamingo.normalize import JsonNumber, header_value, normalize_body
 from flamingo.signature import generalize
 
 DEFAULT_THRESHOLD = 0.05
@@ -44,10 +60,156 @@ DEFAULT_MIN_SAMPLES = 10
 MAX_EXAMPLES = 5
 #: Text tokens: words, and every other character on its own.
 _TOKEN = re.compile(r"\w+|\W", re.UNICODE)
-#: Tokens of context kept before a noisy text region (to anchor a suggested mask).
+#: Tokens of context that name a text region (and anchor a suggested mask).
 CONTEXT_TOKENS = 3
+#: Texts with more tokens than this are not aligned (difflib is quadratic in the worst case):
+#: they learn no noise, and their differences are never excused.
+MAX_TEXT_TOKENS = 20_000
+#: Distinct old values remembered per location; a location with more is free-form for sure.
+MAX_VALUES = 32
+#: Values longer than this are remembered by a digest.
+_LONG_VALUE = 200
 
 NoiseKey = tuple[str, str]  # (kind, generalized location)
+
+
+def _value_key(value: Any) -> str:
+    """A value as a comparable string, type-tagged ("1" and 1 are different values)."""
+    if value is None:
+        key = "absent"
+    elif isinstance(value, JsonNumber):
+        key = "n:" + str(value)
+    elif isinstance(value, str):
+        key = "s:" + value
+    elif isinstance(value, bool):
+        key = "b:" + str(value)
+    elif isinstance(value, int | float):
+        key = "n:" + repr(value)
+    else:
+        key = "j:" + json.dumps(value, sort_keys=True, default=str)
+    if len(key) > _LONG_VALUE:
+        key = "h:" + hashlib.blake2b(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+def _char_class(char: str) -> str:
+    """Digits, hex letters and other letters (by case) are classes; anything else is itself."""
+    if "0" <= char <= "9":
+        return "0"
+    if "a" <= char <= "f":
+        return "a"
+    if "g" <= char <= "z":
+        return "g"
+    if "A" <= char <= "F":
+        return "A"
+    if "G" <= char <= "Z":
+        return "G"
+    if char.isalpha():
+        return "L" if char.isupper() else "l"
+    return char
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and not isinstance(value, JsonNumber)
+
+
+def _value_type(value: Any) -> str:
+    return "absent" if value is None else json_type(value)
+
+
+@dataclass
+class Variation:
+    """The values one location took on old: enough to tell whether a new value is like them."""
+
+    observed: int = 0  # values recorded (two per differing sample)
+    values: set[str] = field(default_factory=set)  # `_value_key`s, at most MAX_VALUES
+    overflow: bool = False  # more distinct values than MAX_VALUES were seen
+    types: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)  # `_char_class`es of string values
+    shortest: int = -1  # string lengths (-1: no string seen)
+    longest: int = -1
+
+    def record(self, value: Any) -> None:
+        self.observed += 1
+        self._add_key(_value_key(value))
+        self.types.add(_value_type(value))
+        if _is_text(value):
+            self.classes.update(_char_class(c) for c in value)
+            self._add_length(len(value), len(value))
+
+    def _add_key(self, key: str) -> None:
+        if key in self.values:
+            return
+        if len(self.values) < MAX_VALUES:
+            self.values.add(key)
+        else:
+            self.overflow = True
+
+    def _add_length(self, shortest: int, longest: int) -> None:
+        self.shortest = shortest if self.shortest < 0 else min(self.shortest, shortest)
+        self.longest = max(self.longest, longest)
+
+    def categorical(self, kind: str) -> bool:
+        """Few values that repeat (or a status code): only values seen on old are excused."""
+        if kind == "status":
+            return True
+        distinct = len(self.values)
+        return (
+            not self.overflow
+            and distinct < self.observed
+            and distinct <= max(2, self.observed // 4)
+        )
+
+    def excuses(self, kind: str, value: Any) -> bool:
+        """Is ``value`` (a new response's) like what this location took on old?"""
+        if _value_key(value) in self.values:
+            return True
+        if self.categorical(kind) or _value_type(value) not in self.types:
+            return False
+        if not _is_text(value):
+            return True
+        if self.shortest < 0 or not {_char_class(c) for c in value} <= self.classes:
+            return False
+        return self.shortest // 2 <= len(value) <= max(2 * self.longest, self.longest + 8)
+
+    def absorb(self, other: Variation) -> None:
+        """Add another model's record of the same location (`flamingo.merge`)."""
+        self.observed += other.observed
+        for key in sorted(other.values):
+            self._add_key(key)
+        self.overflow = self.overflow or other.overflow
+        self.types |= other.types
+        self.classes |= other.classes
+        if other.shortest >= 0:
+            self._add_length(other.shortest, other.longest)
+
+    def view(self) -> dict[str, Any]:
+        """As JSON data (partial.json), sorted so that equal variations give equal documents."""
+        return {
+            "observed": self.observed,
+            "values": sorted(self.values),
+            "overflow": self.overflow,
+            "types": sorted(self.types),
+            "classes": sorted(self.classes),
+            "shortest": self.shortest,
+            "longest": self.longest,
+        }
+
+    @classmethod
+    def from_view(cls, data: Any) -> Variation:
+        """The inverse of `view`; ValueError when ``data`` is not one."""
+        try:
+            return cls(
+                observed=int(data["observed"]),
+                values={str(v) for v in data["values"]},
+                overflow=bool(data["overflow"]),
+                types={str(t) for t in data["types"]},
+                classes={str(c) for c in data["classes"]},
+                shortest=int(data["shortest"]),
+                longest=int(data["longest"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a noise variation: {exc!r}") from None
 
 
 @dataclass
@@ -55,6 +217,7 @@ class NoiseStat:
     differing: int = 0
     examples: list[str] = field(default_factory=list)
     context: str = ""  # text regions: the tokens just before the region
+    variation: Variation = field(default_factory=Variation)
 
 
 @dataclass(frozen=True)
@@ -85,12 +248,45 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def text_regions(a: str, b: str) -> list[int] | None:
-    """Token positions where two texts differ; None when their token counts differ."""
+@dataclass(frozen=True)
+class TextRegion:
+    """A changed run of tokens between two texts, named by the unchanged tokens before it."""
+
+    context: str
+    old: str
+    new: str
+
+    @property
+    def location(self) -> str:
+        return "text~" + json.dumps(self.context, ensure_ascii=False)
+
+
+def _glue(token: str) -> bool:
+    # One punctuation token between two changed runs belongs to them: the '-' of a uuid, the
+    # '+' and '/' of base64. Spaces and words keep runs apart.
+    return len(token) == 1 and not token.isalnum() and not token.isspace() and token != "_"
+
+
+def text_regions(a: str, b: str) -> list[TextRegion] | None:
+    """The changed regions between two texts, aligned token by token; None when either text
+    has more than `MAX_TEXT_TOKENS` tokens (too large to align)."""
     ta, tb = _tokens(a), _tokens(b)
-    if len(ta) != len(tb):
+    if len(ta) > MAX_TEXT_TOKENS or len(tb) > MAX_TEXT_TOKENS:
         return None
-    return [i for i, (x, y) in enumerate(zip(ta, tb, strict=True)) if x != y]
+    matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
+    spans: list[list[int]] = []  # [context start, i1, i2, j1, j2]
+    equal_start = 0
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            equal_start = i1
+        elif spans and spans[-1][2] + 1 == i1 and _glue(ta[i1 - 1]):
+            spans[-1][2], spans[-1][4] = i2, j2
+        else:
+            spans.append([max(equal_start, i1 - CONTEXT_TOKENS), i1, i2, j1, j2])
+    return [
+        TextRegion("".join(ta[start:i1]), "".join(ta[i1:i2]), "".join(tb[j1:j2]))
+        for start, i1, i2, j1, j2 in spans
+    ]
 
 
 class NoiseModel:
@@ -115,6 +311,8 @@ class NoiseModel:
             if key not in seen:
                 seen.add(key)
                 stat.differing += 1
+            stat.variation.record(diff.old)
+            stat.variation.record(diff.new)
             if len(stat.examples) < MAX_EXAMPLES and diff.old is not None:
                 stat.examples.append(str(diff.old))
 
@@ -128,17 +326,19 @@ class NoiseModel:
     ) -> None:
         a, b = _text(old, rules), _text(replica, rules)
         regions = text_regions(a, b) if a is not None and b is not None else None
-        if regions is None or a is None:
-            stats.setdefault(("body", "text"), NoiseStat()).differing += 1
-            return
-        tokens = _tokens(a)
-        for index in regions:
-            stat = stats.setdefault(("body", f"text~{index}"), NoiseStat())
-            stat.differing += 1
-            if not stat.context:
-                stat.context = "".join(tokens[max(0, index - CONTEXT_TOKENS) : index])
+        if regions is None:
+            return  # never the whole body: a text too large to align learns nothing
+        seen: set[str] = set()
+        for region in regions:
+            location = region.location
+            stat = stats.setdefault(("body", location), NoiseStat(context=region.context))
+            if location not in seen:
+                seen.add(location)
+                stat.differing += 1
+            stat.variation.record(region.old)
+            stat.variation.record(region.new)
             if len(stat.examples) < MAX_EXAMPLES:
-                stat.examples.append(tokens[index])
+                stat.examples.append(region.old)
 
     def is_noise(self, template: str, key: NoiseKey, threshold: float | None = None) -> bool:
         samples = self.samples.get(template, 0)
@@ -147,6 +347,14 @@ class NoiseModel:
             return False
         limit = self.default_threshold if threshold is None else threshold
         return stat.differing >= limit * samples
+
+    def excuses(
+        self, template: str, key: NoiseKey, value: Any, threshold: float | None = None
+    ) -> bool:
+        """``key`` is noise for ``template`` and ``value`` (new's) is like its old variation."""
+        if not self.is_noise(template, key, threshold):
+            return False
+        return self.stats[template][key].variation.excuses(key[0], value)
 
     def entries(self, threshold: float | None = None) -> list[NoiseEntry]:
         """Every location that is noise now, most frequent first (stable order)."""
@@ -177,7 +385,13 @@ class NoiseModel:
             samples=tuple(self.samples.items()),
             stats=tuple(
                 NoiseObservation(
-                    template, kind, location, s.differing, tuple(s.examples), s.context
+                    template,
+                    kind,
+                    location,
+                    s.differing,
+                    tuple(s.examples),
+                    s.context,
+                    s.variation.view(),
                 )
                 for template, stats in self.stats.items()
                 for (kind, location), s in stats.items()
@@ -193,6 +407,7 @@ class NoiseModel:
             stats = self.stats.setdefault(row.template, {})
             stat = stats.setdefault((row.kind, row.location), NoiseStat())
             stat.differing += row.differing
+            stat.variation.absorb(Variation.from_view(row.variation))
             stat.examples.extend(row.examples[: MAX_EXAMPLES - len(stat.examples)])
             stat.context = stat.context or row.context
 
@@ -207,6 +422,7 @@ class NoiseObservation:
     differing: int
     examples: tuple[str, ...] = ()
     context: str = ""
+    variation: dict[str, Any] = field(default_factory=lambda: Variation().view())
 
 
 @dataclass(frozen=True)
@@ -225,9 +441,12 @@ def _text_is_noise(
     template = result.case.template
     a, b = _text(old, rules), _text(new, rules)
     regions = text_regions(a, b) if a is not None and b is not None else None
-    if regions is None:
-        return model.is_noise(template, ("body", "text"), threshold)
-    return all(model.is_noise(template, ("body", f"text~{i}"), threshold) for i in regions)
+    if not regions:
+        return False
+    return all(
+        model.excuses(template, ("body", region.location), region.new, threshold)
+        for region in regions
+    )
 
 
 def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
@@ -243,7 +462,7 @@ def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
         if diff.kind == "body" and diff.location == "text":
             is_noise = _text_is_noise(result, model, rules, threshold)
         else:
-            is_noise = model.is_noise(template, noise_key(diff), threshold)
+            is_noise = model.excuses(template, noise_key(diff), diff.new, threshold)
         (noisy if is_noise else kept).append(diff)
     if not noisy:
         return result

@@ -20,6 +20,10 @@ last segment of the request path, so a target may have a path prefix:
                  ``big_fill``), streamed in 64 KiB writes
     /garbage     a garbage status line, then close
     /close       closes the connection without answering
+    /job         ``?n=N&fail_below=K``: text ``job N token=<random, 1-5 dash-separated groups>
+                 status=OK``; the server named "new" says ``status=FAILED`` when N <= K
+    /flap        ``?n=N``: old flaps (status 200/503, ``X-Cache`` HIT/MISS, at random); new
+                 flaps alike, except status 500 when N <= 5 and ``X-Cache: ERROR`` when N <= 10
     /said        ``?old=BODY&new=BODY``: 200 with the body given under the server's own name
                  (``&type=`` its Content-Type, default application/json): planted differences
 
@@ -35,9 +39,11 @@ import asyncio
 import contextlib
 import datetime
 import json
+import random
 import shutil
 import socket
 import ssl
+import string
 import struct
 import subprocess
 import sys
@@ -312,6 +318,37 @@ async def _close(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) 
     return False
 
 
+async def _job(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) -> bool:
+    query = args[3]
+    n = int(query.get("n", "0"))
+    token = "-".join(
+        "".join(random.choices(string.ascii_letters + string.digits, k=random.randint(2, 9)))
+        for _ in range(random.randint(1, 5))
+    )
+    failed = server.name == "new" and n <= int(query.get("fail_below", "0"))
+    body = f"job {n} token={token} status={'FAILED' if failed else 'OK'}\n".encode()
+    return await _respond(writer, body, "text/plain")
+
+
+async def _flap(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) -> bool:
+    n = int(args[3].get("n", "0"))
+    status = random.choice(["200 OK", "503 Service Unavailable"])
+    cache = random.choice(["HIT", "MISS"])
+    if server.name == "new" and n <= 5:
+        status = "500 Internal Server Error"
+    elif server.name == "new" and n <= 10:
+        cache = "ERROR"
+    body = b'{"served": true}'
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("X-Cache", cache),
+    ]
+    writer.write(_head(status, headers) + body)
+    await writer.drain()
+    return True
+
+
 async def _said(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) -> bool:
     query = args[3]
     body = query.get(server.name, "").encode()
@@ -320,6 +357,8 @@ async def _said(server: FaultServer, writer: asyncio.StreamWriter, *args: Any) -
 
 _ROUTES: dict[str, Handler] = {
     "/said": _said,
+    "/job": _job,
+    "/flap": _flap,
     "/ok": _ok,
     "/echo": _echo,
     "/echo.txt": _echo_text,

@@ -275,3 +275,110 @@ def test_duplicate_keys_and_overflowing_numbers_never_hide_a_difference(
     by_name = {row["name"]: row for row in rows}
     assert by_name["overflow"]["differences"][0]["location"] == "$.n"
     assert by_name["duplicate key"]["differences"][0]["note"] == "json vs non-json"
+
+
+# --------------------------------------------------------------------------------------------
+# A reused --out folder (item 10)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_stale_gate_never_survives_a_reused_out_folder(
+    tmp_path: Path, servers: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    good = suite(tmp_path / "s.yaml", "requests:\n  - {name: fine, path: /ok}\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("suite: broken\nrequests:\n  - {name: x, path: /ok, bogus: 1}\n")
+    out = tmp_path / "out"
+    assert run("--targets", config, "--suites", good, "--out", out) == 0
+    assert gate_of(out)["verdict"] == "pass"
+    (out / "notes.txt").write_text("the team's own file\n")
+    capsys.readouterr()
+
+    # Reused without --force: refused before anything is read or written.
+    assert run("--targets", config, "--suites", good, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {out} is not empty" in err and "--force" in err
+
+    # With --force and bad input: flamingo's own files are gone, nothing says "pass".
+    assert run("--targets", config, "--suites", broken, "--out", out, "--force") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    # With --force and good input: a fresh result beside the team's file.
+    assert run("--targets", config, "--suites", good, "--out", out, "--force") == 0
+    assert gate_of(out)["verdict"] == "pass"
+    assert (out / "notes.txt").read_text() == "the team's own file\n"
+
+
+def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    assert run("--targets", tmp_path / "none.yaml", "--out", file) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# noise: auto excuses only what is like old's own variation (item 4)
+# --------------------------------------------------------------------------------------------
+
+NOISE_RULES = "compare: {noise: auto}\n"
+
+
+def test_learned_text_noise_never_hides_a_planted_failure(
+    tmp_path: Path, servers: ServerFactory
+) -> None:
+    """Old's text carries a random token whose number of tokens varies; new says
+    status=FAILED on 10 of 20 jobs. The token is learned as noise, the status never."""
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    body = """\
+requests:
+  - name: "job {{ n }}"
+    path: /job
+    matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]}
+    query: {n: "{{ n }}", fail_below: "10"}
+"""
+    out = tmp_path / "out"
+    cases = suite(tmp_path / "s.yaml", body + NOISE_RULES)
+    assert run("--targets", config, "--suites", cases, "--out", out) == 1
+    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    outcomes = {name: row["outcome"] for name, row in rows.items()}
+    assert outcomes == {f"job {n}": "diff" if n <= 10 else "match" for n in range(1, 21)}
+    for n in range(1, 11):
+        [difference] = rows[f"job {n}"]["differences"]
+        assert difference["location"] == "text" and "FAILED" in difference["new"]
+    learned = {(e["kind"], e["location"]) for e in gate_of(out)["noise"]}
+    assert learned == {("body", 'text~" token="')}  # the token, never the whole body
+
+
+def test_a_flapping_categorical_value_excuses_only_values_seen_on_old(
+    tmp_path: Path, servers: ServerFactory
+) -> None:
+    """Old flaps 200/503 and X-Cache HIT/MISS; new answers 500 on 5 cases and X-Cache: ERROR on
+    5 more: values never seen on old are differences, the flapping itself is noise."""
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    body = """\
+requests:
+  - name: "flap {{ n }}"
+    path: /flap
+    matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                 23, 24, 25, 26, 27, 28, 29, 30]}
+    query: {n: "{{ n }}"}
+"""
+    out = tmp_path / "out"
+    cases = suite(tmp_path / "s.yaml", body + "compare: {noise: auto, ignore_headers: [date]}\n")
+    assert run("--targets", config, "--suites", cases, "--out", out) == 1
+    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    for n in range(1, 31):
+        row = rows[f"flap {n}"]
+        kept = {(d["kind"], d["location"], d["new"]) for d in row["differences"]}
+        if n <= 5:
+            assert row["outcome"] == "diff" and ("status", "status", 500) in kept, row
+        elif n <= 10:
+            assert row["outcome"] == "diff" and ("header", "x-cache", "ERROR") in kept, row
+        else:
+            assert row["outcome"] == "match", row
+    learned = {(e["kind"], e["location"]) for e in gate_of(out)["noise"]}
+    assert learned == {("status", "status"), ("header", "x-cache")}

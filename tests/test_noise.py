@@ -108,7 +108,57 @@ def test_text_regions() -> None:
     result = run(model, old, rep, changed, case())
     assert result.outcome == "diff"
     assert [d.location for d in result.differences] == ["text"]
-    assert text_regions("a b", "a b c") is None
+    assert [(r.context, r.old, r.new) for r in text_regions("a b", "a b c") or []] == [
+        ("a b", "", " c")
+    ]
+    # A uuid changes as one region (its dashes glue the parts), named by the 3 tokens before.
+    regions = text_regions("id: 1a-2b-3c ok", "id: 9f-8e ok")
+    assert [(r.context, r.old, r.new, r.location) for r in regions or []] == [
+        ("id: ", "1a-2b-3c", "9f-8e", 'text~"id: "')
+    ]
+
+
+def test_text_noise_is_never_the_whole_body() -> None:
+    """A token whose number of tokens varies is one region; a change elsewhere stays a diff."""
+    model = NoiseModel(threshold=0.2)
+    tokens = ["ab-cd", "x1-y2-z3-w4", "q", "k9-k8-k7"]
+    for i in range(10):
+        old = resp(f"job {i} token={tokens[i % 4]} status=OK")
+        rep = resp(f"job {i} token={tokens[(i + 1) % 4]} status=OK")
+        run(model, old, rep, old, case(str(i)))
+    plain = resp("job 3 token=q status=OK")
+    for token in tokens:
+        new = resp(f"job 3 token={token} status=OK")
+        assert run(model, plain, plain, new, case()).outcome == "match"
+    failed = resp("job 3 token=zz-yy status=FAILED")
+    result = run(
+        model, resp("job 3 token=q status=OK"), resp("job 3 token=q status=OK"), failed, case()
+    )
+    assert result.outcome == "diff"
+    assert [e.location for e in model.entries()] == ['text~" token="']
+
+
+def test_a_flapping_status_excuses_only_statuses_seen_on_old() -> None:
+    model = NoiseModel(threshold=0.2)
+    for i in range(10):
+        old, rep = resp({"v": 1}, status=200), resp({"v": 1}, status=503 if i % 2 else 200)
+        run(model, old, rep, old, case(str(i)))
+    assert run(model, old, old, resp({"v": 1}, status=503), case()).outcome == "match"
+    result = run(model, resp({"v": 1}), resp({"v": 1}), resp({"v": 1}, status=500), case())
+    assert result.outcome == "diff" and result.differences[0].location == "status"
+
+
+def test_free_form_noise_excuses_only_values_shaped_like_old_ones() -> None:
+    model = NoiseModel(threshold=0.2)
+    for i in range(10):
+        old, rep = resp({"id": f"{i:04x}aa{i}"}), resp({"id": f"{i + 100:04x}bb{i}"})
+        assert run(model, old, rep, resp({"id": f"{i:04x}cc"}), case(str(i))).outcome == "match"
+    for changed in ("FAILED", None, 42, "x" * 200):
+        new = resp({"id": changed} if changed is not None else {})
+        assert (
+            run(model, resp({"id": "0001aa1"}), resp({"id": "0001aa1"}), new, case()).outcome
+            == "diff"
+        ), changed
 
 
 def test_replica_error_learns_nothing_and_is_kept() -> None:
