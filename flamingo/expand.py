@@ -16,13 +16,13 @@ then a handful of C-level calls. Nothing is collected in a list: 100k cases stre
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import product
 from typing import Any
 from urllib.parse import quote
 
 from flamingo.model import Case, Expect, HeaderExpect, Headers, RawRequest
+from flamingo.regex import Regex, escape
 from flamingo.suite import (
     VAR_RE,
     RequestSpec,
@@ -231,7 +231,7 @@ class _Plan:
                     HeaderExpect(
                         name=h.name,
                         equals=h.equals,
-                        regex=re.compile(h.regex) if h.regex is not None else None,
+                        regex=Regex(h.regex) if h.regex is not None else None,
                         absent=h.absent,
                     )
                     for h in spec.headers
@@ -242,7 +242,7 @@ class _Plan:
                     HeaderExpect(
                         name=h.name,
                         equals=h.equals,
-                        regex=re.compile(h.regex) if h.regex is not None else None,
+                        regex=Regex(h.regex) if h.regex is not None else None,
                         absent=h.absent,
                     )
                     for h in spec.upstream_headers
@@ -352,13 +352,11 @@ class _RegexRender:
     def __init__(self, template: str, index: Mapping[str, int]) -> None:
         self.format = compile_format(template, index).format if template_vars(template) else None
         self.template = template
-        self.compiled: dict[str, re.Pattern[str]] = {}
+        self.compiled: dict[str, Regex] = {}
 
-    def __call__(self, texts: Texts) -> re.Pattern[str]:
-        source = (
-            self.template if self.format is None else self.format(*(re.escape(t) for t in texts))
-        )
+    def __call__(self, texts: Texts) -> Regex:
+        source = self.template if self.format is None else self.format(*map(escape, texts))
         pattern = self.compiled.get(source)
         if pattern is None:
-            pattern = self.compiled[source] = re.compile(source)
+            pattern = self.compiled[source] = Regex(source)
         return pattern

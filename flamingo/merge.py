@@ -69,6 +69,7 @@ from flamingo.model import (
     Target,
 )
 from flamingo.noise import NoiseModel, NoiseObservation, NoiseState, Variation
+from flamingo.regex import Regex
 
 __all__ = [
     "PARTIAL_FILE",
@@ -228,8 +229,8 @@ def _canonical(value: Any, secrets: tuple[str, ...]) -> Any:
         for secret in secrets:
             value = value.replace(secret, "[REDACTED]")
         return value
-    if isinstance(value, re.Pattern):
-        return {"regex": _canonical(value.pattern, secrets), "flags": value.flags}
+    if isinstance(value, Regex):
+        return {"regex": _canonical(value.pattern, secrets)}
     if isinstance(value, frozenset | set):
         items = [_canonical(v, secrets) for v in value]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))

@@ -6,10 +6,11 @@ as tuples of ``(name, value)`` pairs in wire order and case (normalization decid
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
+
+from flamingo.regex import Regex
 
 # --------------------------------------------------------------------------------------------
 # Configuration (targets.yaml)
@@ -112,8 +113,18 @@ GATE_KEYS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Mask:
-    pattern: re.Pattern[str]
-    replace: str
+    pattern: Regex  # RE2: linear time (flamingo.regex)
+    replace: str  # as written
+    template: tuple[str | int, ...] = ()  # ``replace`` parsed: literal text and group indices
+
+    @classmethod
+    def of(cls, pattern: str, replace: str) -> Mask:
+        """A mask from its two strings (`flamingo.regex.RegexError` when either is invalid)."""
+        compiled = Regex(pattern)
+        return cls(compiled, replace, compiled.template(replace))
+
+    def apply(self, text: str) -> str:
+        return self.pattern.sub(self.template, text)
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,7 @@ class Config:
 class HeaderExpect:
     name: str  # lower-case
     equals: str | None = None
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     absent: bool = False
 
 
@@ -436,8 +447,8 @@ class AcceptedRule:
     location: str
     reason: str
     kind: str | None = None
-    old: re.Pattern[str] | None = None
-    new: re.Pattern[str] | None = None
+    old: Regex | None = None
+    new: Regex | None = None
     expires: date | None = None
     source: str = ""  # FILE:LINE
 

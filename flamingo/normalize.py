@@ -203,7 +203,7 @@ def header_value(headers: Headers, name: str) -> str | None:
 def mask_text_value(text: str, masks: Sequence[Mask]) -> str:
     """Apply every mask, in order, to one string."""
     for mask in masks:
-        text = mask.pattern.sub(mask.replace, text)
+        text = mask.apply(text)
     return text
 
 

@@ -149,7 +149,7 @@ requests:
     location, x_code = first.expect.headers
     assert location.name == "location" and location.regex is not None
     assert location.regex.pattern == r"^https://a\.example/"  # values match literally
-    assert location.regex.match("https://a.example/x") and not location.regex.match(
+    assert location.regex.search("https://a.example/x") and not location.regex.search(
         "https://aXexample/"
     )
     assert x_code.equals == "200"

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import re
 import resource
+import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +384,88 @@ requests:
             assert row["outcome"] == "match", row
     learned = {(e["kind"], e["location"]) for e in gate_of(out)["noise"]}
     assert learned == {("status", "status"), ("header", "x-cache")}
+
+
+# --------------------------------------------------------------------------------------------
+# Catastrophic regexes (item 5): user regexes run in linear time (RE2)
+# --------------------------------------------------------------------------------------------
+
+EVIL = "(a+)+$"  # exponential in a backtracking engine over "a" * 34 + "!"
+
+
+def test_a_catastrophic_regex_neither_hangs_the_run_nor_blocks_signals(
+    tmp_path: Path, servers: ServerFactory
+) -> None:
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    text = "a" * 34 + "!"
+    body = f"""\
+requests:
+  - name: masked body
+    path: /said
+    query: {{old: "{text}", new: "{text}?", type: text/plain}}
+  - name: header regex
+    path: /echo
+    headers: {{Authorization: "{text}"}}
+    expect:
+      headers:
+        X-Echo-Authorization: {{regex: "{EVIL}"}}
+compare:
+  mask:
+    - {{pattern: "{EVIL}", replace: "<a>"}}
+"""
+    (tmp_path / "accepted.yaml").write_text(
+        f"accepted:\n  - {{kind: body, location: text, old: '{EVIL}', reason: r}}\n"
+    )
+    with config.open("a") as handle:
+        handle.write("accepted: accepted.yaml\n")
+    cases = suite(tmp_path / "s.yaml", body)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        flamingo_command(
+            "run", "--no-progress", "--targets", config, "--suites", cases, "--out", out
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,  # a backtracking engine would still be running (minutes per response)
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    assert (
+        rows["masked body"]["outcome"] == "diff"
+    )  # "a...a!" vs "a...a!?": the mask cannot hide it
+    assert rows["header regex"]["outcome"] == "fail"  # no match on either target
+
+    # The same run stays interruptible: SIGTERM mid-run ends it with gate.json "error".
+    slow = suite(
+        tmp_path / "slow.yaml", body.replace("path: /said", "path: /said\n    repeat: 400")
+    )
+    out2 = tmp_path / "out2"
+    process = subprocess.Popen(
+        flamingo_command(
+            "run", "--no-progress", "--targets", config, "--suites", slow, "--out", out2,
+            "--concurrency", "2",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (out2 / "results.jsonl").exists() or not (out2 / "results.jsonl").stat().st_size:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 3
+    assert gate_of(out2)["verdict"] == "error"
+
+
+def test_a_regex_re2_cannot_run_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = targets(tmp_path / "t.yaml", "http://127.0.0.1:9", "http://127.0.0.1:9", None)
+    body = "requests:\n  - {name: r, path: /}\ncompare:\n  mask:\n"
+    body += '    - {pattern: "(a)\\\\1", replace: x}\n'  # a backreference
+    assert run("--targets", config, "--suites", suite(tmp_path / "s.yaml", body)) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 's.yaml'}:6: " in err and "linear-time regex engine" in err, err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 from typing import Any
 
 import pytest
@@ -36,6 +35,7 @@ from flamingo.model import (
     TransportError,
 )
 from flamingo.noise import NoiseModel
+from flamingo.regex import Regex
 from flamingo.select import select, shard_index
 
 OUTCOMES: tuple[Outcome, ...] = ("match", "diff", "fail", "error")
@@ -414,23 +414,23 @@ class Config:  # named like flamingo's own: where-fields are left out
     secrets: tuple[str, ...]
     url: str
     names: frozenset[str]
-    pattern: re.Pattern[str]
+    pattern: Regex
 
 
 def test_fingerprint_ignores_where_and_secrets_but_not_what() -> None:
     base = Config(
-        "/a/targets.yaml", ("tok",), "http://h/tok", frozenset({"a", "b", "c"}), re.compile("x+")
+        "/a/targets.yaml", ("tok",), "http://h/tok", frozenset({"a", "b", "c"}), Regex("x+")
     )
     same = Config(
         "/b/targets.yaml",
         ("other",),
         "http://h/other",
         frozenset({"c", "b", "a"}),
-        re.compile("x+"),
+        Regex("x+"),
     )
     assert fingerprint(base, ["tok"]) == fingerprint(same, ["other"])
     assert "tok" not in json.dumps(fingerprint(base, ["tok"]))
-    changed = dataclasses.replace(same, pattern=re.compile("x*"))
+    changed = dataclasses.replace(same, pattern=Regex("x*"))
     assert fingerprint(changed, ["other"]) != fingerprint(same, ["other"])
     assert fingerprint(dataclasses.replace(same, url="http://g/other"), ["other"]) != fingerprint(
         same, ["other"]

@@ -24,6 +24,7 @@ from flamingo.noise import (
     suggest_rules,
     text_regions,
 )
+from flamingo.regex import Regex
 from flamingo.signature import change_shape, describe, signature_id, signature_key
 
 NOISY = CompareRules(noise=True)
@@ -290,7 +291,7 @@ def test_accepted_entries_turn_a_case_into_a_match() -> None:
 
 
 def test_accepted_value_regexes_must_match() -> None:
-    rule = AcceptedRule(0, "*", "x-a", "r", new=re.compile("^b$"))
+    rule = AcceptedRule(0, "*", "x-a", "r", new=Regex("^b$"))
     accepted = AcceptedList((rule,), today=date(2026, 1, 1))
     c = case()
     kept = accepted.apply(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from datetime import date
 from typing import Any
 
@@ -13,11 +12,10 @@ from flamingo.load.validate import (
     _At,
     _check_keys,
     _describe,
-    _invalid_regex,
     _list,
     _mapping,
     _non_empty_string,
-    _string,
+    _regex,
 )
 from flamingo.model import (
     AcceptedRule,
@@ -42,14 +40,6 @@ def _kind(value: Any, at: _At) -> str:
     if value not in ("status", "header", "body"):
         raise at.error(f"expected one of status, header, body, got {_describe(value)}")
     return str(value)
-
-
-def _regex(value: Any, at: _At) -> re.Pattern[str]:
-    text = _string(value, at)
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise _invalid_regex(text, at, exc) from exc
 
 
 def _date(value: Any, at: _At) -> date:

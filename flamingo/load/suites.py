@@ -43,6 +43,7 @@ from flamingo.load.validate import (
     _unique_header,
 )
 from flamingo.model import TOKEN_SENTINEL
+from flamingo.regex import Regex, RegexError
 from flamingo.suite import (
     IDENT_RE,
     VAR_RE,
@@ -266,10 +267,10 @@ def _status(value: Any, at: _At) -> list[int | _Tpl]:
 
 def _regex_tpl(value: Any, at: _At) -> _Tpl:
     tpl = _tpl(_non_empty_string(value, at), at)
-    # Matrix values go in re.escape()d, so any literal text stands in for them here.
+    # Matrix values go in escaped, so any literal text stands in for them here.
     try:
-        re.compile(VAR_RE.sub("x", tpl.text))
-    except re.error as exc:
+        Regex(VAR_RE.sub("x", tpl.text))
+    except RegexError as exc:
         raise _invalid_regex(tpl.text, at, exc) from exc
     return tpl
 

@@ -26,6 +26,7 @@ from flamingo.model import (
     Mask,
 )
 from flamingo.normalize import compile_json_path
+from flamingo.regex import Regex, RegexError
 from flamingo.yamlload import (
     YList,
     YMap,
@@ -356,8 +357,17 @@ def _base_url(value: Any, at: _At) -> str:
     return text.rstrip("/")
 
 
-def _invalid_regex(value: str, at: _At, exc: re.error) -> InputError:
+def _invalid_regex(value: str, at: _At, exc: RegexError) -> InputError:
     return at.error(f"invalid regular expression {quote(value)}: {exc}")
+
+
+def _regex(value: Any, at: _At, *, empty: bool = True) -> Regex:
+    """A user regex, compiled once for the linear-time engine (`flamingo.regex`)."""
+    text = _string(value, at) if empty else _non_empty_string(value, at)
+    try:
+        return Regex(text)
+    except RegexError as exc:
+        raise _invalid_regex(text, at, exc) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,17 +388,13 @@ def _mask(value: Any, at: _At) -> Mask:
     mapping = _mapping(value, at)
     _check_keys(mapping, at, ("pattern", "replace"), required=("pattern", "replace"))
     pattern_at, replace_at = at.key(mapping, "pattern"), at.key(mapping, "replace")
-    text = _non_empty_string(mapping["pattern"], pattern_at)
+    pattern = _regex(mapping["pattern"], pattern_at, empty=False)
     replacement = _string(mapping["replace"], replace_at)
     try:
-        pattern = re.compile(text)
-    except re.error as exc:
-        raise _invalid_regex(text, pattern_at, exc) from exc
-    try:
-        pattern.sub(replacement, "")  # parses the template: catches "\1" without a group
-    except (re.error, IndexError) as exc:
+        template = pattern.template(replacement)  # catches "\1" without a group
+    except RegexError as exc:
         raise replace_at.error(f"invalid replacement {quote(replacement)}: {exc}") from exc
-    return Mask(pattern=pattern, replace=replacement)
+    return Mask(pattern=pattern, replace=replacement, template=template)
 
 
 def _ignore_headers(value: Any, at: _At) -> frozenset[str]:
