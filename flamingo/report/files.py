@@ -18,7 +18,8 @@ from xml.sax.saxutils import escape, quoteattr
 from flamingo.errors import InputError
 from flamingo.merge import PARTIAL_FILE
 from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
-from flamingo.report.clusters import ReportContext, ReportIndex
+from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex
+from flamingo.report.evidence import FILE_NAME as EVIDENCE_FILE
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
 from flamingo.report.redact import Redactor, credentials_of, quiet
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
@@ -339,12 +340,13 @@ RUN_FILES: tuple[str, ...] = (
     "results.jsonl",
     "junit.xml",
     "report.html",
+    EVIDENCE_FILE,
+    SIGNATURES_FILE,
     "crash.log",
     "partial.json",
     ".junit.xml.part",
-    "gate.json.tmp",
-    "report.html.tmp",
-    "junit.xml.tmp",
+    ".cases.part",
+    *(f"{name}.tmp" for name in ("gate.json", "report.html", "junit.xml", SIGNATURES_FILE)),
     "partial.json.tmp",
 )
 
