@@ -52,6 +52,8 @@ from flamingo.merge import (
     suites_hash,
 )
 from flamingo.model import (
+    MIN_RATE,
+    RUN_LIMITS,
     Case,
     CaseResult,
     CompareRules,
@@ -370,6 +372,11 @@ class Session:
             if value is not None:
                 if value < lowest:
                     raise InputError(message)
+                if setting == "rate_limit" and 0 < value < MIN_RATE:
+                    raise InputError(f"--rate: expected 0 or at least {MIN_RATE:g}, got {value}")
+                limit = RUN_LIMITS.get(setting)
+                if limit is not None and value > limit:
+                    raise InputError(f"{message.split(':')[0]}: at most {limit:g}, got {value}")
                 changes[setting] = value
         return replace(self.config.run, **changes)
 
@@ -509,7 +516,10 @@ class Run:
         if config.upstream is not None and workers > 1:
             # Forwarded requests are matched to exchanges by token in the process that sends.
             workers, fewer = 1, "upstream: the recording origin runs in the one sending process"
-        settings = replace(self.settings, workers=workers)
+        # More requests in flight than the cases can use buys nothing (3 per case: old, new
+        # and old's replica); so sending tasks are bounded by the selection too.
+        concurrency = min(self.settings.concurrency, max(3, 3 * total))
+        settings = replace(self.settings, workers=workers, concurrency=concurrency)
         stage = StageRun(config, self.thresholds, lambda: session.cases(self.selection), total)
         tally = stage.tally()
         origin = RecordingOrigin.of(config, settings)

@@ -43,6 +43,20 @@ class FallbackRule:
     status: int | None = None
 
 
+#: Upper bounds of `RunSettings`: what sizes a run's allocations (sending tasks, processes) or
+#: how long one request may keep it busy. A larger value is an input error, in targets.yaml and
+#: on the command line alike (README, "targets.yaml").
+RUN_LIMITS: dict[str, float] = {
+    "concurrency": 10_000,
+    "workers": 64,
+    "retries": 100,
+    "timeout": 86_400.0,  # seconds: one day
+}
+#: The slowest pace `rate_limit` may set (requests/second per target) other than 0, "unpaced":
+#: below it the pause between two requests outgrows any run (1e-320 would be an endless one).
+MIN_RATE = 0.001
+
+
 @dataclass(frozen=True)
 class RunSettings:
     concurrency: int = 200  # requests in flight at once, across both targets

@@ -469,3 +469,65 @@ def test_a_regex_re2_cannot_run_is_an_input_error(
     assert run("--targets", config, "--suites", suite(tmp_path / "s.yaml", body)) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 's.yaml'}:6: " in err and "linear-time regex engine" in err, err
+
+
+# --------------------------------------------------------------------------------------------
+# Knobs that size a run (item 7): bounded, absurd values are input errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_absurd_concurrency_is_an_input_error_and_a_large_one_is_bounded_by_the_cases(
+    tmp_path: Path, servers: ServerFactory
+) -> None:
+    old, new = servers(name="old"), servers(name="new")
+    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
+    common = ("run", "--no-progress", "--targets", config, "--suites", cases)
+    done = limited_flamingo(*common, "--concurrency", "99999999999", "--out", tmp_path / "a")
+    assert done.returncode == 2, done.stderr
+    assert "--concurrency: at most 10000, got 99999999999" in done.stderr
+    assert not (tmp_path / "a").exists()  # refused before anything was sent or written
+
+    done = limited_flamingo(*common, "--concurrency", "10000", "--out", tmp_path / "b")
+    assert done.returncode == 0, done.stderr
+    assert gate_of(tmp_path / "b")["settings"]["concurrency"] == 3  # one case: 3 at most
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("concurrency: 99999999999", "run.concurrency: at most 10000 is supported"),
+        ("workers: 100000", "run.workers: at most 64 is supported"),
+        ("retries: 1000000000", "run.retries: at most 100 is supported"),
+        ("timeout: 1000000h", "run.timeout: at most 86400 is supported"),
+        ("rate_limit: 1e-300", "run.rate_limit: expected 0 (unpaced) or at least 0.001"),
+    ],
+)
+def test_absurd_run_settings_are_input_errors(
+    line: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "t.yaml"
+    config.write_text(
+        "targets:\n  old: {base_url: 'http://127.0.0.1:9'}\n  new: {base_url: 'http://127.0.0.1:9'}\n"
+        f"run:\n  {line}\n"
+    )
+    cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
+    assert run("--targets", config, "--suites", cases) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{config}:5: {message}"), err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--workers", "100000", "--workers: at most 64"),
+        ("--rate", "1e-300", "--rate: expected 0 or at least 0.001"),
+    ],
+)
+def test_absurd_options_are_input_errors(
+    option: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = targets(tmp_path / "t.yaml", "http://127.0.0.1:9", "http://127.0.0.1:9", None)
+    cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
+    assert run("--targets", config, "--suites", cases, option, value) == 2
+    assert message in capsys.readouterr().err

@@ -38,6 +38,8 @@ from flamingo.load.validate import (
 )
 from flamingo.model import (
     GATE_KEYS,
+    MIN_RATE,
+    RUN_LIMITS,
     Config,
     GateThresholds,
     RunSettings,
@@ -65,17 +67,39 @@ _TARGET_RULES: dict[str, Rule] = {
     **TARGET_STAGE_RULES,
 }
 
+
+def _at_most(rule: Rule, key: str) -> Rule:
+    """``rule``, and at most `RUN_LIMITS` [key] (``auto``, stored as 0, always passes)."""
+    limit = RUN_LIMITS[key]
+
+    def checked(value: Any, at: _At) -> Any:
+        result = rule(value, at)
+        if result > limit:
+            raise at.error(f"at most {limit:g} is supported, got {result:g}")
+        return result
+
+    return checked
+
+
+def _rate(value: Any, at: _At) -> float:
+    rate: float = _number(0)(value, at)
+    if 0 < rate < MIN_RATE:
+        expected = f"expected 0 (unpaced) or at least {MIN_RATE:g} requests/second"
+        raise at.error(f"{expected}, got {rate:g}")
+    return rate
+
+
 _RUN_RULES: dict[str, Rule] = {
-    "concurrency": _int_at_least(1),
-    "rate_limit": _number(0),
-    "timeout": _duration,
-    "retries": _int_at_least(0),
+    "concurrency": _at_most(_int_at_least(1), "concurrency"),
+    "rate_limit": _rate,
+    "timeout": _at_most(_duration, "timeout"),
+    "retries": _at_most(_int_at_least(0), "retries"),
     "max_body_bytes": _size,
     "evidence_bytes": _size,
     "evidence_max_bytes": _size,
     "max_cases": _int_at_least(1),
     "max_requests": _int_at_least(0),
-    "workers": _workers,
+    "workers": _at_most(_workers, "workers"),
 }
 
 
