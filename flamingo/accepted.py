@@ -28,6 +28,7 @@ from datetime import date
 from fnmatch import fnmatchcase
 from typing import Any
 
+from flamingo.compare import is_unlisted
 from flamingo.judge import set_aside
 from flamingo.model import Acceptance, AcceptedRule, CaseResult, Difference
 from flamingo.signature import generalize
@@ -47,6 +48,8 @@ def _location_matches(rule: AcceptedRule, diff: Difference) -> bool:
 
 
 def rule_matches(rule: AcceptedRule, template: str, diff: Difference) -> bool:
+    if is_unlisted(diff):
+        return False  # stands for differences nobody has seen: never accepted
     if not fnmatchcase(template, rule.template) or not _location_matches(rule, diff):
         return False
     if rule.old is not None and not rule.old.search(_value_text(diff.old)):

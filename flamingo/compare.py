@@ -355,12 +355,27 @@ def _text_difference(a: str, b: str) -> Difference:
     )
 
 
+_UNLISTED = " more differences not listed"
+
+
+def is_unlisted(diff: Difference) -> bool:
+    """The record that stands for the differences past `MAX_BODY_DIFFERENCES`. What it hides
+    is unknown, so neither learned noise nor an accepted entry may ever set it aside."""
+    return (
+        diff.kind == "body"
+        and diff.location == "$"
+        and diff.old is None
+        and diff.new is None
+        and diff.note.endswith(_UNLISTED)
+    )
+
+
 def _cap(differences: list[Difference]) -> list[Difference]:
     if len(differences) <= MAX_BODY_DIFFERENCES:
         return differences
     left_out = len(differences) - MAX_BODY_DIFFERENCES
     kept = differences[:MAX_BODY_DIFFERENCES]
-    kept.append(Difference("body", "$", None, None, f"{left_out} more differences not listed"))
+    kept.append(Difference("body", "$", None, None, f"{left_out}{_UNLISTED}"))
     return kept
 
 

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flamingo.compare import compare, json_type
+from flamingo.compare import compare, is_unlisted, json_type
 from flamingo.judge import set_aside
 from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
 from flamingo.normalize import JsonNumber, header_value, normalize_body
@@ -462,7 +462,9 @@ def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
         if diff.kind == "body" and diff.location == "text":
             is_noise = _text_is_noise(result, model, rules, threshold)
         else:
-            is_noise = model.excuses(template, noise_key(diff), diff.new, threshold)
+            is_noise = not is_unlisted(diff) and model.excuses(
+                template, noise_key(diff), diff.new, threshold
+            )
         (noisy if is_noise else kept).append(diff)
     if not noisy:
         return result

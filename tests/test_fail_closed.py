@@ -531,3 +531,17 @@ def test_absurd_options_are_input_errors(
     cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
     assert run("--targets", config, "--suites", cases, option, value) == 2
     assert message in capsys.readouterr().err
+
+
+def test_old_replica_cannot_be_the_new_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red team: noise learned from "old vs new" would excuse every difference."""
+    config = tmp_path / "t.yaml"
+    config.write_text(
+        "targets:\n  old: {base_url: 'http://127.0.0.1:9'}\n  new: {base_url: 'http://127.0.0.1:8/'}\n"
+        "  old_replica: {base_url: 'http://127.0.0.1:8'}\n"
+    )
+    cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
+    assert run("--targets", config, "--suites", cases) == 2
+    assert "old_replica is the new target's base_url" in capsys.readouterr().err

@@ -355,3 +355,20 @@ def test_learner_flush_judges_what_is_held() -> None:
     (result,) = learner.flush()
     assert result.outcome == "match"
     assert [d.location for d in result.noise] == ["$.t"]
+
+
+def test_differences_past_the_listing_cap_are_never_noise_or_accepted() -> None:
+    """Red team: 150 noisy ids fill the 100 listed differences; a regression in item 140 hides
+    behind the "50 more differences not listed" record, which must stay a difference."""
+    model = NoiseModel(threshold=0.2)
+
+    def items(tag: str, broken: int = -1) -> Response:
+        return resp({"items": [{"id": f"{tag}{i}", "ok": i != broken} for i in range(150)]})
+
+    for i in range(10):
+        run(model, items(f"a{i}-"), items(f"b{i}-"), items(f"a{i}-"), case(str(i)))
+    result = run(model, items("a0-"), items("a0-"), items("c-", broken=140), case())
+    assert result.outcome == "diff"
+    assert [d.note for d in result.differences] == ["51 more differences not listed"]
+    rule = AcceptedRule(0, "*", "$", "r")
+    assert AcceptedList((rule,), date(2026, 1, 1)).apply(result).outcome == "diff"

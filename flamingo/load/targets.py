@@ -225,6 +225,11 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
     if "old_replica" in targets:
         replica_at = targets_at.key(targets, "old_replica")
         old_replica = _target("old_replica", targets["old_replica"], replica_at)
+        if old_replica.base_url == new.base_url:
+            # Noise learned against new itself would excuse every old-vs-new difference.
+            raise replica_at.error(
+                "old_replica is the new target's base_url: noise must be learned from old"
+            )
 
     run = RunSettings()
     if "run" in document:
