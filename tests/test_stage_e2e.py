@@ -8,6 +8,7 @@ an ``error`` verdict (exit 3), never a pass; ``min_duration`` sends the selectio
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def test_a_metrics_endpoint_that_cannot_be_scraped_is_an_error(
     demo_targets: dict[str, str], tmp_path: Path
 ) -> None:
     for broken in (closed_port_url() + "/metrics", demo_targets["new"] + "/static/hello.txt"):
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)  # --out must be new or empty
         code, gate = run(tmp_path, write(tmp_path, demo_targets, new_metrics=broken))
         assert code == 3, gate
         assert gate["verdict"] == "error"
