@@ -60,7 +60,8 @@ _CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]+)[ \t]*(?:;.*)?$")
 
 
 class BodyReader:
-    """Keeps the first ``limit`` bytes; hashes the whole body once it grows past them."""
+    """Keeps the first ``limit`` bytes; hashes the whole body once it grows past them
+    (``limit`` < 0: keeps nothing, only counts)."""
 
     __slots__ = ("buf", "digest", "limit", "size")
 
@@ -72,6 +73,8 @@ class BodyReader:
 
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
+        if self.limit < 0:  # counting only (`request_methods` needs no body)
+            return
         if self.digest is None:
             if len(self.buf) + len(chunk) <= self.limit:
                 self.buf += chunk
@@ -409,7 +412,7 @@ def request_methods(raw: bytes) -> tuple[str, ...]:
     HEAD (and so have no body). The bytes are read as requests by this module's own reader
     (framing by Content-Length / chunked, as RFC 9112 says); where that stops (bytes it cannot
     read), line starts that look like request lines are taken as a best effort."""
-    reader = MessageReader("request", 0)
+    reader = MessageReader("request", -1)
     reader.feed(raw)
     reader.eof()
     methods = [message.method for message in reader.take()]

@@ -130,9 +130,8 @@ def test_nginx_and_haproxy_differ_in_explainable_ways(
     assert long_header["status"] == (400, 200)
     assert long_header["ending"] == ("closed", "open")
     # Both wait for a body that never comes: the same timeout, a match.
-    assert results["edge::body shorter than its Content-Length (the proxy waits)"]["outcome"] == (
-        "match"
-    )
+    waits = results["edge::body shorter than its Content-Length (the proxy waits)"]
+    assert waits["outcome"] == "match", (waits["differences"], waits["old"], waits["new"])
     # The evidence is plain data in results.jsonl and side by side in report.html.
     row = results["edge::absolute-form target, same host"]
     assert row["old"]["upstream"]["requests"][0]["request_line"] == "GET /edge/absolute HTTP/1.1"

@@ -234,11 +234,12 @@ def test_huge_raw_request_against_a_target_that_answers_early_and_closes() -> No
         writer.close()
 
     body = b"x" * (32 << 20)
-    raw = RawRequest(
-        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body), body)
-    )
-    response = exchange(handler, raw)
-    assert response.status == 413 and response.ending in ("closed", "reset")
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+    response = exchange(handler, RawRequest((head, body), timeout=20))  # a busy box is slow
+    # Closing with our body unread makes the server's kernel send RST; whether the 413 is read
+    # before it arrives is a race on a real socket (why nginx closes lingering). Either way the
+    # exchange ends as a comparable behaviour, in bounded time, never as a harness error.
+    assert (response.status, response.ending) in ((413, "closed"), (413, "reset"), (0, "reset"))
 
 
 def test_tls_honours_verify_tls(servers: ServerFactory, tmp_path: Path) -> None:
