@@ -74,6 +74,9 @@ def test_baseline_fails_only_on_new_signatures(runs: dict[str, object]) -> None:
         "hostile::echo auth",
     }
     assert "progress" not in full.stdout
+    page = (folder / "out" / "report.html").read_text()
+    assert "<h2 id='baseline'>Since the baseline</h2>" in page
+    assert "<h3 class='new'>7 new signatures</h3>" in page
 
 
 def test_compare_two_runs(runs: dict[str, object]) -> None:
