@@ -37,12 +37,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flamingo import __version__
 from flamingo.accepted import AcceptedList
 from flamingo.errors import HarnessError, InputError
-from flamingo.judge import TopRow, evaluate_gate, judge_case
+from flamingo.judge import Tally, TopRow, evaluate_gate, judge_case
 from flamingo.merge import (
     PartialRun,
     RunIdentity,
@@ -88,6 +88,10 @@ from flamingo.suite import Suite
 from flamingo.upstream import RecordingOrigin
 from flamingo.workers import SendPool, plan
 
+if TYPE_CHECKING:
+    from flamingo.report.files import RunFiles
+    from flamingo.stage import ResourceScrapes
+
 __all__ = [
     "EXIT_CODES",
     "EXIT_FAIL",
@@ -102,6 +106,7 @@ __all__ = [
     "RunSummary",
     "Selection",
     "Session",
+    "conclude",
 ]
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_HARNESS = 0, 1, 2, 3
@@ -458,6 +463,8 @@ class Run:
         self.observers = observers
         self._summary: RunSummary | None = None
         self._started = False
+        self.tally: Tally | None = None  # once finished: what was counted, and learned
+        self.judge: CaseJudge | None = None
 
     @property
     def summary(self) -> RunSummary:
@@ -485,9 +492,8 @@ class Run:
             yield from self._run(stepping, signals)
 
     def _run(self, stepping: bool, signals: SignalGuard) -> Iterator[list[CaseResult]]:
-        from flamingo.report.clusters import latency_cdf, report_context
+        from flamingo.report.clusters import report_context
         from flamingo.report.files import RunFiles
-        from flamingo.report.gate import gate_document, settings_view
 
         session, config = self.session, self.session.config
         try:
@@ -582,73 +588,29 @@ class Run:
         worker_peaks = tuple(engine.peak_rss_mb) if engine is not None else ()
 
         resources = stage.finish()
-        if not reason and tally.totals.cases != stage.expected:
-            reason = f"only {tally.totals.cases} of {stage.expected} selected cases were judged"
-        gate = evaluate_gate(
+        self.tally, self.judge = tally, judge  # for a front door that merges runs (pytest -n)
+        summary = conclude(
+            config,
             self.thresholds,
             self.options.stage,
+            settings,
             tally,
-            complete=not reason,
-            reason=reason,
-            resources=resources,
-            elapsed_s=time.monotonic() - started,
-            baseline=frozenset(str(r["id"]) for r in baseline) if baseline is not None else None,
-        )
-        own_peak = peak_rss_mb()
-        peaks: tuple[float | None, ...] = ()
-        total_peak = own_peak
-        if worker_peaks:  # every process of the run: the parent, then each send worker
-            peaks = (own_peak, *worker_peaks)
-            known = [mb for mb in peaks if mb is not None]
-            total_peak = round(sum(known), 1) if known else None
-        finished_at, elapsed_s = timestamp(), round(time.monotonic() - started, 3)
-        accepted = judge.accepted.report() if judge.accepted is not None else None
-        partial = PartialRun(
-            identity=session.identity(self.selection, judge.accepted),
-            tally=tally.state(),
-            noise=judge.noise.state(),
-            accepted=accepted,
+            judge.noise,
+            judge.accepted.report() if judge.accepted is not None else None,
             selected=stage.expected,
-            complete=gate.verdict != "error",
-            reason=gate.reason if gate.verdict == "error" else "",
+            reason=reason,
+            baseline=frozenset(str(r["id"]) for r in baseline) if baseline is not None else None,
             started_at=started_at,
-            finished_at=finished_at,
-            elapsed_s=elapsed_s,
-            gates=config_gates(config),
-            targets={"old": config.old.base_url, "new": config.new.base_url},
-            settings=settings_view(settings),
-            peak_rss_mb=total_peak,
-            counts_fallbacks=config.new.fallback is not None,
-        )
-        summary = RunSummary(
-            gate=gate,
-            config=config,
-            settings=settings,
-            started_at=started_at,
-            finished_at=finished_at,
-            elapsed_s=elapsed_s,
-            latency={"old": tally.latency("old"), "new": tally.latency("new")},
-            signatures=tuple(tally.top(TOP_DIFFERENCES)),
-            noise=tuple(judge.noise.entries()),
-            accepted=accepted,
-            peak_rss_mb=total_peak,
-            peak_rss_mb_by_process=peaks,
-            out_dir=out_dir,
+            elapsed_s=time.monotonic() - started,
+            worker_peaks=worker_peaks,
+            files=files,
+            redactor=redactor,
+            resources=resources,
             stage_rules=stage.document(tally),
+            upstream=origin.counts() if origin is not None else None,
             selection=self.selection.shown(),
-            partial=partial,
+            identity=session.identity(self.selection, judge.accepted),
         )
-        document = gate_document(summary)
-        if origin is not None:
-            document["upstream"] = origin.counts()
-        if files is not None:
-            # redacts the document in place; partial.json beside it, for `flamingo merge`
-            files.finish(gate, document, started_at, latency_cdf(tally), part_view(partial))
-        else:
-            redacted = redactor.gate(document)
-            document.clear()
-            document.update(redacted)
-        summary.document.update(document)
         for observer in self.observers:
             observer.progress(tally.totals)
         self._summary = summary
@@ -676,6 +638,109 @@ class Run:
                 config.old, config.new, settings, factory, replica=config.old_replica, origin=origin
             )
         )
+
+
+def conclude(
+    config: Config,
+    thresholds: GateThresholds,
+    stage: str | None,
+    settings: RunSettings,
+    tally: Tally,
+    noise: NoiseModel,
+    accepted: dict[str, Any] | None,
+    *,
+    selected: int,
+    reason: str,
+    started_at: str,
+    elapsed_s: float,
+    worker_peaks: tuple[float | None, ...] = (),
+    files: RunFiles | None = None,
+    redactor: Redactor | None = None,
+    resources: ResourceScrapes | None = None,
+    stage_rules: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    selection: dict[str, str] | None = None,
+    baseline: frozenset[str] | None = None,
+    identity: RunIdentity | None = None,
+) -> RunSummary:
+    """The end of a run - one, or several merged (`flamingo.pytest_plugin` under ``-n``): the
+    gate over the tally (fail closed: ``reason`` or fewer cases judged than ``selected`` is
+    ``error``), the summary, the gate document, and the files closed (``files``)."""
+    from flamingo.report.clusters import latency_cdf
+    from flamingo.report.gate import gate_document
+
+    if not reason and tally.totals.cases != selected:
+        reason = f"only {tally.totals.cases} of {selected} selected cases were judged"
+    gate = evaluate_gate(
+        thresholds,
+        stage,
+        tally,
+        complete=not reason,
+        reason=reason,
+        resources=resources,
+        elapsed_s=elapsed_s,
+        baseline=baseline,
+    )
+    own_peak = peak_rss_mb()
+    peaks: tuple[float | None, ...] = ()
+    total_peak = own_peak
+    if worker_peaks:  # every process of the run: this one, then each send worker
+        peaks = (own_peak, *worker_peaks)
+        known = [mb for mb in peaks if mb is not None]
+        total_peak = round(sum(known), 1) if known else None
+    finished_at, elapsed_s = timestamp(), round(elapsed_s, 3)
+    partial = None
+    if identity is not None:  # the run as a mergeable record: partial.json (`flamingo.merge`)
+        from flamingo.report.gate import settings_view
+
+        partial = PartialRun(
+            identity=identity,
+            tally=tally.state(),
+            noise=noise.state(),
+            accepted=accepted,
+            selected=selected,
+            complete=gate.verdict != "error",
+            reason=gate.reason if gate.verdict == "error" else "",
+            started_at=started_at,
+            finished_at=finished_at,
+            elapsed_s=elapsed_s,
+            gates=config_gates(config),
+            targets={"old": config.old.base_url, "new": config.new.base_url},
+            settings=settings_view(settings),
+            peak_rss_mb=total_peak,
+            counts_fallbacks=config.new.fallback is not None,
+        )
+    summary = RunSummary(
+        gate=gate,
+        config=config,
+        settings=settings,
+        started_at=started_at,
+        finished_at=finished_at,
+        elapsed_s=elapsed_s,
+        latency={"old": tally.latency("old"), "new": tally.latency("new")},
+        signatures=tuple(tally.top(TOP_DIFFERENCES)),
+        noise=tuple(noise.entries()),
+        accepted=accepted,
+        peak_rss_mb=total_peak,
+        peak_rss_mb_by_process=peaks,
+        out_dir=files.out_dir if files is not None else None,
+        stage_rules=stage_rules or {},
+        selection=selection or {},
+        partial=partial,
+    )
+    document = gate_document(summary)
+    if upstream is not None:  # what the recording origin saw (`flamingo.upstream`)
+        document["upstream"] = upstream
+    if files is not None:
+        # redacts the document in place; partial.json beside it, for `flamingo merge`
+        part = part_view(partial) if partial is not None else None
+        files.finish(gate, document, started_at, latency_cdf(tally), part)
+    else:
+        redacted = (redactor or Redactor.for_config(config)).gate(document)
+        document.clear()
+        document.update(redacted)
+    summary.document.update(document)
+    return summary
 
 
 class _Steps:

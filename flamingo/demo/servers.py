@@ -318,7 +318,7 @@ def _int_param(request: web.Request, name: str, default: int, maximum: int) -> i
 def _item_view(item: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     # updated_at moves with the clock: it is noise, ignored by the suites ($.items[*].updated_at).
     updated = now - timedelta(minutes=int(item["id"]))
-    return {**item, "updated_at": updated.isoformat(timespec="milliseconds")}
+    return {**item, "updated_at": updated.isoformat(timespec="microseconds")}
 
 
 async def _list_items(request: web.Request) -> web.Response:
