@@ -93,7 +93,9 @@ def test_the_bundled_suites_give_one_answer_through_every_door(
     """flamingo run, pytest and pytest -n 2 on the bundled suites, targets.yaml and accepted.yaml
     (noise: auto and accepted differences included): the same outcome for every case id, the
     same gate totals and verdict, the same files."""
-    shutil.copytree(REPO / "suites", tmp_path / "suites")
+    (tmp_path / "suites").mkdir()
+    for suite in (REPO / "suites").glob("*.yaml"):  # as `flamingo demo`: not suites/edge/,
+        shutil.copy(suite, tmp_path / "suites")  # which is for real proxies (README)
     shutil.copy(REPO / "accepted.yaml", tmp_path / "accepted.yaml")
     text = (REPO / "targets.yaml").read_text()
     text = text.replace("http://127.0.0.1:18081", demo_targets["old"])
