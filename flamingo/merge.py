@@ -745,9 +745,11 @@ def _rows(run_dir: Path) -> Iterator[str]:
 
 
 def _run_dirs(paths: Sequence[Path], out: Path) -> list[Path]:
-    found = [d for d in find_run_dirs(paths, skip=out)]
-    for run_dir in found:
-        if run_dir.resolve() == out.resolve():
+    """The run folders to merge; the output folder may be beside them, never one of them (its
+    results.jsonl would be rewritten while it is read) nor a folder named to be merged."""
+    found = find_run_dirs(paths, skip=out)
+    for named in [*found, *paths]:
+        if named.resolve() == out.resolve():
             raise InputError(
                 "is one of the runs being merged; give the merge its own --out", str(out)
             )

@@ -410,6 +410,10 @@ def test_merge_refuses_what_is_not_one_run(demo_targets: dict[str, str], tmp_pat
         tmp_path / "repo", "--out", out
     )
     assert "is one of the runs being merged" in refused(s1, s2, s3, "--out", s3)
+    group = tmp_path / "group"  # a folder of shard folders, and --out the folder itself
+    for shard in (s1, s2, s3):
+        shutil.copytree(shard, group / shard.name)
+    assert "is one of the runs being merged" in refused(group, "--out", group)
     assert "--stage: unknown stage 'nope' (stages: canary, quarter, global)" in refused(
         s1, s2, s3, "--out", out, "--stage", "nope"
     )
