@@ -165,6 +165,7 @@ BAD_AUTH: list[dict[str, Any]] = [
 def test_healthz_needs_no_token_and_everything_else_does(server: Server) -> None:
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.head("/healthz").status_code == 200
         for method, path in [
             ("POST", "/runs"),
             ("GET", "/runs/" + "0" * 32),

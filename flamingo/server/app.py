@@ -66,7 +66,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "GET" and request.path == "/healthz":
+    if request.method in ("GET", "HEAD") and request.path == "/healthz":
         return await handler(request)
     if not _token_matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
         response = _error(401, "missing or wrong bearer token")
