@@ -548,7 +548,7 @@ class BaselineRecorder(Observer):
         self.info = self.writer.commit(
             BaselineInfo(
                 target=self.target.name,
-                base_url=self.session.redactor.text(self.target.base_url),
+                base_url=self.session.redactor.config_text(self.target.base_url),
                 config_hash=config_hash(config.path, suite_files),
                 suites=file_hashes(suite_files),
                 started_at=self.started_at,

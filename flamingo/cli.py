@@ -394,7 +394,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     max_cases = config.run.max_cases if config is not None else 1_000_000
     suites = load_suites(args.suites or [DEFAULT_SUITES], max_cases=max_cases)
     # A ${VAR} may sit in the base URL (a token in the path): never print it.
-    base = Redactor.for_config(config).text(config.old.base_url) if config is not None else ""
+    base = Redactor.for_config(config).config_text(config.old.base_url) if config else ""
     count = 0
     out = sys.stdout
     for case in _selection(args).cases(suites):

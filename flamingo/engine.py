@@ -9,7 +9,9 @@ HTTP requests). Every run policy therefore lives here, once:
     side-effect guard            `Session.check_side_effects` (``production: true`` targets)
     settings overrides, workers  `Session.settings` (options over ``run:``), `workers.plan`
     noise learning, accepted     `CaseJudge` (compare + expect, then noise, then accepted)
-    redaction                    `Session.redactor` (one `Redactor.for_config` per session)
+    redaction                    `Session.redactor` (one `Redactor.for_config` per session): every
+                                 judged result is redacted before it is counted, written or
+                                 handed out; the gate document before it is written
     the gate, signatures         `Run` (a `Tally`, `evaluate_gate`) -> `RunSummary`
     the gate document, files     `flamingo.report.gate.gate_document`, `RunFiles` (``out_dir``)
     fail closed                  `Run`: interrupted, crashed or cut short -> ``error``, exit 3
@@ -537,6 +539,7 @@ class Run:
 
         def sink(result: CaseResult) -> None:
             nonlocal next_progress
+            result = redactor.result(result)  # before it is counted, written or handed out
             tally.add(result)
             suite = result.case.suite
             suite_done[suite] = suite_done.get(suite, 0) + 1
@@ -728,17 +731,15 @@ def conclude(
         selection=selection or {},
         partial=partial,
     )
-    document = gate_document(summary)
+    if redactor is None:
+        redactor = files.redactor if files is not None else Redactor.for_config(config)
+    document = redactor.gate(gate_document(summary))  # before it is written or shown
     if upstream is not None:  # what the recording origin saw (`flamingo.upstream`)
         document["upstream"] = upstream
     if files is not None:
-        # redacts the document in place; partial.json beside it, for `flamingo merge`
+        # partial.json beside it, for `flamingo merge`
         part = part_view(partial) if partial is not None else None
         files.finish(gate, document, started_at, latency_cdf(tally), part)
-    else:
-        redacted = (redactor or Redactor.for_config(config)).gate(document)
-        document.clear()
-        document.update(redacted)
     summary.document.update(document)
     return summary
 

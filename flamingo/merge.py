@@ -962,5 +962,5 @@ def merge_dirs(paths: Sequence[Path], out: Path, stage: str | None, console: Any
     if console is not None:
         from flamingo.report.console import print_summary
 
-        print_summary(console, document, str(out), Redactor())
+        print_summary(console, document, str(out))
     return EXIT_CODES[gate.verdict]

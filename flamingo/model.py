@@ -18,6 +18,9 @@ from flamingo.regex import Regex
 
 Headers = tuple[tuple[str, str], ...]
 
+#: What every output shows in place of a secret (`flamingo.report.redact`).
+REDACTED = "[REDACTED]"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -191,6 +194,9 @@ class Config:
     default_gate: GateThresholds = GateThresholds()
     stages: tuple[tuple[str, GateThresholds], ...] = ()  # already merged over default_gate
     secrets: tuple[str, ...] = ()  # values substituted from ${VAR}: redacted in every output
+    # every string a ${VAR} value was substituted into, and how it is shown: ("Bearer s3cr3t",
+    # "Bearer [REDACTED]") - a secret too short to be found in free text is found by its field
+    secret_fields: tuple[tuple[str, str], ...] = ()
     old_replica: Target | None = None  # a second instance of old, for noise learning
     compare: CompareRules = CompareRules()  # defaults under every suite's compare:
     accepted_path: str | None = None  # accepted.yaml, resolved against targets.yaml's folder

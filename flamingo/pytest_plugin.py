@@ -289,7 +289,7 @@ class FlamingoPlugin:
         console = Console(file=text, width=max(terminalreporter._tw.fullwidth, 100))
         out = str(self.out) if self.out is not None else "(no --flamingo-out)"
         terminalreporter.section("flamingo gate")
-        print_summary(console, self.summary.document, out, self.session.redactor)
+        print_summary(console, self.summary.document, out)
         terminalreporter.write(text.getvalue())
 
 
@@ -439,13 +439,9 @@ class CaseItem(pytest.Item):
     ) -> str | Any:
         plugin = _plugin(self.config)
         if isinstance(excinfo.value, CaseMismatch | NotJudged | Refused) and plugin is not None:
-            from flamingo.report.redact import credentials_of
-
             if isinstance(excinfo.value, NotJudged | Refused):
                 return plugin.session.redactor.text(str(excinfo.value))
-            result = excinfo.value.result
-            redactor = plugin.session.redactor.extended(credentials_of(result))
-            return redactor.text(describe_result(result))
+            return describe_result(excinfo.value.result)  # redacted by the engine
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:

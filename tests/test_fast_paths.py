@@ -152,11 +152,12 @@ RESULTS = st.builds(
 
 
 def _written(tmp: Path, results: list[CaseResult], fast: bool) -> tuple[str, str]:
-    writer = files.RunFiles(tmp, Redactor(["secret", "s::"]))
+    writer = files.RunFiles(tmp)
     if not fast:
         writer._write_plain_match = lambda result: False  # type: ignore[method-assign]
+    redactor = Redactor(["secret", "s::"])
     for result in results:
-        writer.write(result)
+        writer.write(redactor.result(result))  # as the engine hands them over
     writer.flush()
     return (
         (tmp / "results.jsonl").read_text(encoding="utf-8"),

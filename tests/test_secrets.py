@@ -12,12 +12,16 @@ any planted value. The unit tests below pin the `Redactor`'s rules one by one.
 from __future__ import annotations
 
 import gzip
+import html
 import io
 import json
 import os
 import subprocess
 import textwrap
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from faultserver import (
@@ -32,6 +36,7 @@ from rich.console import Console
 
 from flamingo.engine import RunOptions, Session
 from flamingo.load import load_config, load_suites
+from flamingo.model import Case, CaseResult, Difference, ExpectFailure, Response, TransportError
 from flamingo.report.console import ConsoleObserver
 from flamingo.report.redact import REDACTED, Redactor, credential_values
 
@@ -147,11 +152,15 @@ def test_planted_secrets_never_reach_any_output(
     assert echo["$.path"]["new"] == f"/{REDACTED}/echo"
     assert echo["$.session"]["new"] == REDACTED  # the Set-Cookie value, echoed in the body
     assert echo["set-cookie"]["old"] is None and echo["set-cookie"]["new"] == REDACTED
-    assert echo["x-echo-authorization"]["new"] == REDACTED
+    assert echo["x-echo-authorization"]["new"] == f"Bearer {REDACTED}"  # shown as configured
     # A ${VAR:-default} fallback is written in the file: not a secret, shown as it is.
     assert echo['$.headers["x-fallback"]']["new"] == FALLBACK
     keyed = rows["secrets::token as a key"]["differences"]
-    assert {d["location"] for d in keyed} == {f'$.tokens["{REDACTED}"]'}
+    # new: "Bearer ${NEW_TOKEN}", shown as configured; old: a literal credential, all of it
+    assert {d["location"] for d in keyed} == {
+        f'$.tokens["Bearer {REDACTED}"]',
+        f'$.tokens["{REDACTED}"]',
+    }
     tail = rows["secrets::excerpt cuts the token"]["differences"][0]
     assert tail["location"] == "text"
     # cut 10 characters into the token: the cut piece goes, with the "Bearer " before it
@@ -160,7 +169,10 @@ def test_planted_secrets_never_reach_any_output(
     head = rows["secrets::excerpt cuts the cookie"]["differences"][0]
     assert head["old"].startswith(REDACTED) and head["new"].startswith(REDACTED)
     failures = rows["secrets::expect on the echoed header"]["failures"]
-    assert {(f["target"], f["actual"]) for f in failures} == {("old", REDACTED), ("new", REDACTED)}
+    assert {(f["target"], f["actual"]) for f in failures} == {
+        ("old", REDACTED),
+        ("new", f"Bearer {REDACTED}"),
+    }
     gate = read_gate(out)
     assert gate["targets"]["new"] == f"{new.url}/{REDACTED}"
 
@@ -282,7 +294,6 @@ def test_cut_secrets_are_redacted_at_the_cut() -> None:
     redactor = Redactor([NEW_TOKEN])
     assert redactor.fragment("... Bearer sup3r-s3c") == f"... Bearer {REDACTED}"
     assert redactor.fragment("et-planted-value\nrest") == f"{REDACTED}\nrest"
-    assert redactor.fragment('"Bearer sup3r-s3cre…" → absent') == f'"Bearer {REDACTED}…" → absent'
     assert redactor.fragment("ends in sup") == "ends in sup"  # under MIN_FRAGMENT: left alone
     assert redactor.fragment("nothing secret") == "nothing secret"
 
@@ -307,67 +318,266 @@ def test_credential_values_and_their_parts() -> None:
     assert credential_values("Set-Cookie", "n=1") == ["n=1"]  # "1" alone is no secret
 
 
-def test_rows_and_gate_documents() -> None:
-    redactor = Redactor([NEW_TOKEN])
-    row = {
-        "id": "s::a",
-        "outcome": "diff",
-        "differences": [
-            {"kind": "header", "location": "set-cookie", "old": None, "new": "sid=zz; Path=/"},
-            {"kind": "header", "location": "x-echo", "old": None, "new": f"Bearer {NEW_TOKEN}"},
-            {"kind": "body", "location": "$.t", "old": {NEW_TOKEN: [NEW_TOKEN]}, "new": 1},
-            {"kind": "body", "location": "text", "old": "abc sup3r-s3cr", "new": "x"},
-        ],
-        "failures": [
-            {"target": "new", "what": "header cookie", "expected": "a", "actual": "b"},
-            {"target": "old", "what": "json $.a", "expected": 1, "actual": f"x{NEW_TOKEN}"},
-        ],
-        "old": {"status": None, "error": "tls", "message": f"at {NEW_TOKEN}"},
-        "new": {"status": 200},
-    }
-    out = redactor.row(row, extra=["zz-cookie"])
-    diffs = out["differences"]
-    assert diffs[0]["new"] == REDACTED and diffs[0]["old"] is None
-    assert diffs[1]["new"] == f"Bearer {REDACTED}"
-    assert diffs[2]["old"] == {REDACTED: [REDACTED]}
-    assert diffs[3]["old"] == f"abc {REDACTED}"
-    assert out["failures"][0]["expected"] == out["failures"][0]["actual"] == REDACTED
-    assert out["failures"][1]["actual"] == f"x{REDACTED}"
-    assert out["old"]["message"] == f"at {REDACTED}"
-    assert row["old"]["message"] == f"at {NEW_TOKEN}"  # a copy: the input is not changed
-
-    gate = {
-        "verdict": "fail",
-        "signatures": [
-            {"kind": "header", "location": "set-cookie", "example_change": 'absent → "a=b"'},
-            {"kind": "body", "location": "$.a", "example_change": '"sup3r-s3cret-pl…" → absent'},
-        ],
-    }
-    shown = redactor.gate(gate)["signatures"]
-    assert shown[0]["example_change"] == REDACTED
-    assert shown[1]["example_change"] == f'"{REDACTED}…" → absent'
-
-
-def test_a_number_like_secret_keeps_the_json_files_valid(tmp_path: Path) -> None:
-    """``${PORT}``-style secrets are redacted inside JSON strings only: a number stays a number
-    and results.jsonl / gate.json stay parseable for the tools that read them."""
-    from flamingo.model import Case, CaseResult, Difference, GateResult, Response, Totals
-    from flamingo.report.files import RunFiles
-
-    files = RunFiles(tmp_path, Redactor(["1"]))
-    case = Case(
-        id="s::case 1", suite="s", name="case 1", template="s::case", method="GET", path="/a?i=1"
+def _case(name: str = "case 1", headers: tuple[tuple[str, str], ...] = ()) -> Case:
+    return Case(
+        id=f"s::{name}",
+        suite="s",
+        name=name,
+        template="s::case",
+        method="GET",
+        path="/a?i=1",
+        headers=headers,
     )
+
+
+def test_results_are_redacted_field_by_field() -> None:
+    redactor = Redactor([NEW_TOKEN])
+    answer = Response(200, "OK", (), b"{}", 1.0)
+    cookie = Response(200, "OK", (("Set-Cookie", "sid=zz-cookie; Path=/"),), b"{}", 1.0)
+    result = CaseResult(
+        _case(),
+        "error",
+        TransportError("tls", f"at {NEW_TOKEN}", 1.0),
+        cookie,
+        differences=(
+            Difference("header", "set-cookie", None, "sid=zz-cookie; Path=/"),
+            Difference("header", "x-echo", None, f"Bearer {NEW_TOKEN}"),
+            Difference("body", "$.t", {NEW_TOKEN: [NEW_TOKEN]}, 1),
+            Difference("body", "text", "abc sup3r-s3cr", "x"),
+            Difference("body", "$.echo", "zz-cookie", None),
+        ),
+        failures=(
+            ExpectFailure("new", "header cookie", "a", "b"),
+            ExpectFailure("old", "json $.a", 1, f"x{NEW_TOKEN}"),
+        ),
+    )
+    out = redactor.result(result)
+    diffs = out.differences
+    assert diffs[0].new == REDACTED and diffs[0].old is None  # a credential header: blanked
+    assert diffs[1].new == f"Bearer {REDACTED}"
+    assert diffs[2].old == {REDACTED: [REDACTED]}
+    assert diffs[3].old == f"abc {REDACTED}"  # cut by the excerpt: the cut piece too
+    assert diffs[4].old == REDACTED  # this case's own Set-Cookie value, echoed
+    assert out.failures[0].expected == out.failures[0].actual == REDACTED
+    assert out.failures[1].actual == f"x{REDACTED}"
+    assert isinstance(out.old, TransportError) and out.old.message == f"at {REDACTED}"
+    assert result.old.message == f"at {NEW_TOKEN}"  # type: ignore[union-attr]  # a copy
+    assert out.case == result.case  # ids are the suite's, never rewritten
+    plain = CaseResult(_case(), "match", answer, answer)
+    assert redactor.result(plain) is plain  # nothing a target sent but its reason phrase
+
+
+def test_short_secrets_are_redacted_where_they_were_put() -> None:
+    """A one-character secret is not searched for in free text (every "1" of a report), but the
+    field it was substituted into, a value that *is* it, and echoes under its header's name are
+    redacted."""
+    redactor = Redactor(["1"], shown={"Bearer 1": f"Bearer {REDACTED}"}, secret_headers=["X-Token"])
     answer = Response(200, "OK", (), b"{}", 12.1)
-    files.write(CaseResult(case, "diff", answer, answer, (Difference("body", "$.n", "1", 11),)))
-    files.write(CaseResult(case, "match", answer, answer))
-    doc = {"verdict": "fail", "totals": {"cases": 11}, "checks": [], "started_at": "2021"}
-    files.finish(GateResult("fail", None, Totals(cases=2, match=1, diff=1)), doc, "2021")
-    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    gate = json.loads((tmp_path / "gate.json").read_text())
-    assert gate["totals"]["cases"] == 11
-    assert gate["started_at"] == f"202{REDACTED}"
-    assert [row["old"]["latency_ms"] for row in rows] == [12.1, 12.1]
-    assert [row["id"] for row in rows] == [f"s::case {REDACTED}"] * 2
-    assert rows[0]["differences"][0]["old"] == REDACTED
-    assert rows[0]["differences"][0]["new"] == 11
+    result = CaseResult(
+        _case(),
+        "diff",
+        answer,
+        answer,
+        differences=(
+            Difference("header", "x-token", None, "1"),
+            Difference("header", "x-echo-authorization", None, "Bearer 1"),
+            Difference("body", '$.headers["x-token"]', None, "anything"),
+            Difference("body", "$.n", "1", 11),
+            Difference("body", "$.m", 1, "10 apples"),
+            Difference("body", "$.h", {"x-token": "1", "x-other": "21"}, None),
+        ),
+    )
+    diffs = redactor.result(result).differences
+    assert [(d.old, d.new) for d in diffs] == [
+        (None, REDACTED),
+        (None, f"Bearer {REDACTED}"),
+        (None, REDACTED),
+        (REDACTED, 11),
+        (REDACTED, "10 apples"),
+        ({"x-token": REDACTED, "x-other": "21"}, None),
+    ]
+    assert redactor.text("case 1 took 1 ms") == "case 1 took 1 ms"
+
+
+def test_base_url_credentials_and_their_derived_forms() -> None:
+    import base64
+
+    from flamingo.model import Config, Target
+
+    config = Config(
+        path="t.yaml",
+        old=Target("old", "http://svc:pl41n-pw@127.0.0.1:1"),
+        new=Target("new", "http://t0ken-only@127.0.0.1:2"),
+    )
+    redactor = Redactor.for_config(config)
+    basic = base64.b64encode(b"svc:pl41n-pw").decode()
+    assert redactor.text(f"echo: Basic {basic}") == f"echo: {REDACTED}"
+    assert redactor.text(f"token {basic}") == f"token {REDACTED}"
+    assert redactor.text("svc:pl41n-pw") == REDACTED
+    assert redactor.config_text(config.old.base_url) == f"http://svc:{REDACTED}@127.0.0.1:1"
+    assert redactor.config_text(config.new.base_url) == f"http://{REDACTED}@127.0.0.1:2"
+    doc = redactor.gate({"targets": {"old": config.old.base_url, "new": config.new.base_url}})
+    assert "pl41n" not in json.dumps(doc) and "t0ken" not in json.dumps(doc)
+
+
+def test_the_gate_document_keeps_its_keys_and_flamingos_own_values() -> None:
+    redactor = Redactor(["verdict", "pass", "1", "e", '"', "\\"])
+    doc = {
+        "verdict": "pass",
+        "totals": {"cases": 1},
+        "checks": [{"name": "min_match_rate", "threshold": 1, "observed": 1.0, "passed": True}],
+        "reason": "a verdict could not pass",
+        "targets": {"old": "http://127.0.0.1:1"},
+        "noise": [{"kind": "body", "location": "$.pass", "examples": ["pass", "x"], "context": ""}],
+    }
+    out = redactor.gate(doc)
+    assert out["verdict"] == "pass" and out["totals"] == {"cases": 1}
+    assert out["checks"] == doc["checks"]
+    assert out["reason"] == f"a {REDACTED} could not {REDACTED}"
+    assert out["noise"][0]["location"] == f"$.{REDACTED}"
+    assert out["noise"][0]["examples"] == [REDACTED, "x"]
+    assert out["targets"] == doc["targets"]
+
+
+def test_a_secret_cannot_eat_into_the_redaction_mark() -> None:
+    for secret in ("REDACTED", "DACT", "[RED", "ED]x"):
+        redactor = Redactor([secret], shown={f"a {secret}": f"a {REDACTED}"})
+        assert redactor.text(f"a {secret}") == f"a {REDACTED}"
+        assert redactor.text(f"{REDACTED} {secret}") == f"{REDACTED} {REDACTED}"
+
+
+# --------------------------------------------------------------------------------------------
+# Odd secret values, end to end: structure and syntax of every output survive
+# --------------------------------------------------------------------------------------------
+
+_VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr"}
+
+
+class _TagBalance(HTMLParser):
+    """Fails on an end tag that closes anything but the innermost open element."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
+
+
+def _assert_well_formed(out: Path) -> dict[str, Any]:
+    """Every file parses as what it claims to be; gate.json keeps its keys and values."""
+    gate = json.loads((out / "gate.json").read_text(encoding="utf-8"))
+    for key in ("verdict", "stage", "totals", "checks", "started_at", "finished_at"):
+        assert key in gate, key
+    assert gate["verdict"] == "pass"
+    assert set(gate["totals"]) >= {"cases", "match", "diff", "fail", "error"}
+    assert gate["totals"]["cases"] == 2 and gate["totals"]["diff"] == 1
+    assert all(set(c) == {"name", "threshold", "observed", "passed"} for c in gate["checks"])
+    for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        assert set(row) >= {"id", "suite", "name", "outcome", "differences", "old", "new"}
+        assert row["id"] in ("odd::echo 1", "odd::ok 1")
+        assert row["old"]["status"] == row["new"]["status"] == 200
+    ElementTree.parse(out / "junit.xml")
+    page = _TagBalance()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    page.close()
+    assert page.stack == [], page.stack
+    return gate
+
+
+ODD_SUITE = textwrap.dedent(
+    """\
+    suite: odd
+    requests:
+      - name: echo 1
+        path: /echo
+      - name: ok 1
+        path: /ok
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "verdict",  # a key of gate.json
+        "pass",  # a verdict
+        "1",  # in every number
+        "e",  # in every word
+        "",
+        '"',
+        "\\",
+        "<",
+        "status",  # a key of every result row
+        "DACT",  # a piece of the redaction mark
+        "ünïcødé-✓-s3cret",
+    ],
+)
+def test_an_odd_secret_value_cannot_break_or_leak_into_any_output(
+    servers: ServerFactory, tmp_path: Path, value: str
+) -> None:
+    """``${TOK}`` in an Authorization and an X-Token header of new, against targets that echo
+    the request headers in a JSON body and a response header. Whatever the value, every file
+    parses, gate.json keeps its keys and its verdict (and the exit code matches it), the console
+    does not crash, and the echoed secret is redacted in every field it came back in. (Before:
+    ``verdict`` deleted gate.json's verdict key, ``1`` made it invalid JSON, ``e`` broke
+    junit.xml, ``pass`` crashed the console.)"""
+    old, new = servers(name="old"), servers(name="new")
+    targets = write_targets(
+        tmp_path / "targets.yaml",
+        old.url,
+        new.url,
+        new_extra='headers:\n  Authorization: "Bearer ${TOK}"\n  X-Token: "${TOK}"',
+        gates="default: { min_match_rate: 0.5 }",  # the echo differs: a pass, allowed so
+    )
+    suite = tmp_path / "odd.yaml"
+    suite.write_text(ODD_SUITE)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        flamingo_command("run", "--targets", targets, "--suites", suite, "--out", out),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TOK": value, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "verdict: PASS" in proc.stdout
+    gate = _assert_well_formed(out)
+    sent = dict(new.requests[0].headers)
+    # the value really went out (as UTF-8: the server reads header bytes as latin-1)
+    assert sent.get("X-Token", "").encode("latin-1").decode() == value.strip()
+    echo = {d["location"]: d for d in read_rows(out)["odd::echo 1"]["differences"]}
+    if value.strip():  # an empty value is no secret: nothing to redact
+        assert echo["x-echo-authorization"]["new"] in (f"Bearer {REDACTED}", REDACTED)
+        assert echo["$.headers.authorization"]["new"] == REDACTED
+        assert echo['$.headers["x-token"]']["new"] == REDACTED
+    if len(value) >= 4:  # long enough to be recognised anywhere: nowhere a target put it
+        forms = {value, json.dumps(value)[1:-1], html.escape(value)}
+        forms.add(value.encode().decode("latin-1"))  # UTF-8 bytes read back as latin-1
+        rows = read_rows(out).values()
+        echoed = {  # every field a target's answer fills
+            "results": [
+                [r["differences"], r["failures"]]
+                + [r[t].get(f) for t in ("old", "new") for f in ("reason", "message")]
+                for r in rows
+            ],
+            "signatures": [
+                [s["location"], s["description"], s["example_change"]] for s in gate["signatures"]
+            ],
+        }
+        texts = {k: json.dumps(v, ensure_ascii=False) for k, v in echoed.items()}
+        if value not in ("verdict", "pass", "status"):  # else: flamingo's own words are there
+            texts |= {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()}
+            texts["console"] = proc.stdout + proc.stderr
+        found = {
+            name: [f for f in forms if f in text.replace(REDACTED, "")]
+            for name, text in texts.items()
+        }
+        assert found == {name: [] for name in texts}

@@ -14,6 +14,7 @@ from flamingo.load.validate import (
     _At,
     _EnvText,
 )
+from flamingo.model import REDACTED
 from flamingo.suite import (
     IDENT_RE,
 )
@@ -26,17 +27,29 @@ from flamingo.yamlload import (
 _ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 
 
-def _substitute(text: str, env: Mapping[str, str], at: _At, secrets: list[str]) -> str:
+class Substituted:
+    """What substitution found in one targets.yaml: the secret values, and every string one was
+    substituted into with how it is shown (``Config.secrets``, ``Config.secret_fields``)."""
+
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+        self.fields: dict[str, str] = {}
+
+
+def _substitute(text: str, env: Mapping[str, str], at: _At, found: Substituted) -> str:
     if "${" not in text:
         return text
     pieces: list[str] = []
+    shown: list[str] = []  # the same pieces, a secret shown as REDACTED
     end = 0
-    substituted = False
+    substituted = secret = False
     for match in _ENV_RE.finditer(text):
         pieces.append(text[end : match.start()])
+        shown.append(text[end : match.start()])
         end = match.end()
         if match.group(0) == "$${":  # escaped: a literal "${"
             pieces.append("${")
+            shown.append("${")
             continue
         inner = match.group(1)
         if inner is None:
@@ -52,12 +65,26 @@ def _substitute(text: str, env: Mapping[str, str], at: _At, secrets: list[str]) 
             if not sep:
                 raise at.plain(f"environment variable {name} is not set (used in {at.path})")
             value = default  # written in the file: not a secret
+            shown.append(value)
         elif value:
-            secrets.append(value)
+            found.secrets.append(value)
+            shown.append(REDACTED)
+            secret = True
         pieces.append(value)
         substituted = True
     pieces.append(text[end:])
+    shown.append(text[end:])
     result = "".join(pieces)
+    if secret:
+        # Also as validation may store it: stripped, and a base URL without its final "/".
+        display = "".join(shown)
+        for form, form_shown in (
+            (result, display),
+            (result.strip(), display.strip()),
+            (result.rstrip("/"), display.rstrip("/")),
+        ):
+            if form:
+                found.fields.setdefault(form, form_shown)
     if not substituted:
         return result
     marked = _EnvText(result)
@@ -66,18 +93,18 @@ def _substitute(text: str, env: Mapping[str, str], at: _At, secrets: list[str]) 
     return marked
 
 
-def _substitute_tree(node: Any, at: _At, env: Mapping[str, str], secrets: list[str]) -> None:
+def _substitute_tree(node: Any, at: _At, env: Mapping[str, str], found: Substituted) -> None:
     if isinstance(node, YMap):
         for key, value in node.items():
             child = at.key(node, key)
             if isinstance(value, str):
-                node[key] = _substitute(value, env, child, secrets)
+                node[key] = _substitute(value, env, child, found)
             else:
-                _substitute_tree(value, child, env, secrets)
+                _substitute_tree(value, child, env, found)
     elif isinstance(node, YList):
         for index, value in enumerate(node):
             child = at.item(node, index)
             if isinstance(value, str):
-                node[index] = _substitute(value, env, child, secrets)
+                node[index] = _substitute(value, env, child, found)
             else:
-                _substitute_tree(value, child, env, secrets)
+                _substitute_tree(value, child, env, found)

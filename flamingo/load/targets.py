@@ -6,8 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from flamingo.load.env import (
+    Substituted,
     _substitute_tree,
 )
 from flamingo.load.stagerules import (
@@ -179,7 +181,16 @@ def _upstream(value: Any, at: _At) -> UpstreamSettings:
 def _target(name: str, value: Any, at: _At) -> Target:
     mapping = _mapping(value, at)
     _check_keys(mapping, at, tuple(_TARGET_RULES), required=("base_url",))
-    return Target(name=name, **_apply(mapping, at, _TARGET_RULES))
+    target = Target(name=name, **_apply(mapping, at, _TARGET_RULES))
+    if "@" in urlsplit(target.base_url).netloc and any(
+        header.lower() == "authorization" for header, _ in target.headers
+    ):
+        # The client turns the userinfo into its own Authorization header: two credentials,
+        # one header - every request would fail, so say it before anything is sent.
+        raise at.key(mapping, "base_url").error(
+            "credentials in the URL (user:password@) and an Authorization header: use one of them"
+        )
+    return target
 
 
 def _gates(value: Any, at: _At) -> tuple[GateThresholds, tuple[tuple[str, GateThresholds], ...]]:
@@ -212,8 +223,8 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
     """Validate the text of a targets.yaml; ``file`` is only used in messages."""
     document = parse_document(text, file)
     root = _At(file, "", document.line, document.line)
-    secrets: list[str] = []
-    _substitute_tree(document, root, os.environ if env is None else env, secrets)
+    found = Substituted()
+    _substitute_tree(document, root, os.environ if env is None else env, found)
     _check_keys(document, root, _CONFIG_KEYS, required=("targets",))
 
     targets_at = root.key(document, "targets")
@@ -256,7 +267,8 @@ def parse_config(text: str, file: str, env: Mapping[str, str] | None = None) -> 
         run=run,
         default_gate=default_gate,
         stages=stages,
-        secrets=tuple(dict.fromkeys(secrets)),
+        secrets=tuple(dict.fromkeys(found.secrets)),
+        secret_fields=tuple(found.fields.items()),
         old_replica=old_replica,
         compare=compare,
         accepted_path=accepted_path,

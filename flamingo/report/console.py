@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from flamingo.engine import Observer
 from flamingo.model import Totals
-from flamingo.report.redact import Redactor
 
 if TYPE_CHECKING:
     from flamingo.engine import RunStart, RunSummary
@@ -168,10 +168,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(
-    console: Console, gate: dict[str, Any], out_dir: str, redactor: Redactor, top: int = 10
-) -> None:
-    gate = redactor.gate(gate)  # every field shown below (templates, locations, examples ...)
+def print_summary(console: Console, gate: dict[str, Any], out_dir: str, top: int = 10) -> None:
+    """The end of a run, from its gate document (already redacted: nothing here searches it for
+    secrets). What a target or a suite wrote is printed as text, never read as rich markup."""
     totals = gate["totals"]
     elapsed = gate.get("elapsed_s")
     rate = f" in {elapsed:.1f}s" if isinstance(elapsed, int | float) else ""
@@ -203,7 +202,7 @@ def print_summary(
     if noise:
         console.print(
             f"noise learned (left out of the comparison): {len(noise)} location(s), e.g. "
-            + ", ".join(f"{n['template']} {n['location']}" for n in noise[:3]),
+            + escape(", ".join(f"{n['template']} {n['location']}" for n in noise[:3])),
             highlight=False,
         )
     accepted = gate.get("accepted")
@@ -211,8 +210,11 @@ def print_summary(
         for label in ("expired", "stale"):
             for entry in accepted.get(label, []):
                 console.print(
-                    f"[yellow]accepted entry {label}[/]: {entry['source']} "
-                    f"({entry['template']} {entry['location']}: {entry['reason']})",
+                    f"[yellow]accepted entry {label}[/]: "
+                    + escape(
+                        f"{entry['source']} "
+                        f"({entry['template']} {entry['location']}: {entry['reason']})"
+                    ),
                     highlight=False,
                 )
     verdict = gate["verdict"]
@@ -249,7 +251,11 @@ def _signatures(console: Console, gate: dict[str, Any], top: int) -> None:
     for row in rows[:top]:
         example = f"{row['examples'][0]}: {row['example_change']}" if row.get("examples") else ""
         table.add_row(
-            str(row["count"]), f"{row['share']:.1%}", row["template"], row["description"], example
+            str(row["count"]),
+            f"{row['share']:.1%}",
+            escape(row["template"]),
+            escape(row["description"]),
+            escape(example),
         )
     console.print(table)
     total = int(gate.get("signature_count") or len(rows))
@@ -266,7 +272,7 @@ def _errors(console: Console, gate: dict[str, Any]) -> None:
     for key in keys:
         table.add_column(key, overflow="fold")
     for error in errors[:10]:
-        table.add_row(*(_fmt(error.get(k)) for k in keys))
+        table.add_row(*(escape(_fmt(error.get(k))) for k in keys))
     console.print(table)
 
 
@@ -294,7 +300,8 @@ def _baseline(console: Console, gate: dict[str, Any]) -> None:
     )
     for item in new[:5]:
         console.print(
-            f"  [red]new[/] {item['count']}× {item['template']}: {item['description']}",
+            f"  [red]new[/] {item['count']}× "
+            + escape(f"{item['template']}: {item['description']}"),
             highlight=False,
         )
 
@@ -312,17 +319,17 @@ class ConsoleObserver(Observer):
         self.quiet = quiet
         self.summary = summary
         self._live: SuiteProgress | None = None
-        self._redactor = Redactor()
 
     def started(self, run: RunStart) -> None:
         config, settings = run.config, run.settings
-        self._redactor = run.redactor
         workers = settings.workers
         if not self.quiet:
             self.console.print(
-                run.redactor.text(
-                    f"flamingo: {run.total} cases · old {config.old.base_url} · "
-                    f"new {config.new.base_url} · concurrency {settings.concurrency}"
+                escape(
+                    f"flamingo: {run.total} cases"
+                    f" · old {run.redactor.config_text(config.old.base_url)}"
+                    f" · new {run.redactor.config_text(config.new.base_url)}"
+                    f" · concurrency {settings.concurrency}"
                     + (f" · {workers} send workers" if workers > 1 else "")
                     + (f" (fewer: {run.fewer_workers})" if run.fewer_workers else "")
                 ),
@@ -355,6 +362,6 @@ class ConsoleObserver(Observer):
                 markup=False,
             )
         elif self.summary:
-            print_summary(self.console, summary.document, out, self._redactor)
+            print_summary(self.console, summary.document, out)
         if summary.gate.reason and summary.gate.verdict == "error":
-            print(f"flamingo: {self._redactor.text(summary.gate.reason)}", file=sys.stderr)
+            print(f"flamingo: {summary.document.get('reason', '')}", file=sys.stderr)

@@ -50,7 +50,7 @@ from flamingo.model import (
     Response,
     Target,
 )
-from flamingo.report.redact import REDACTED, SECRET_HEADERS, Redactor, credentials_of
+from flamingo.report.redact import REDACTED, Redactor, credentials_of
 from flamingo.send import merge_headers
 
 FILE_NAME = "evidence.jsonl.gz"
@@ -120,7 +120,8 @@ def headers_view(headers: Headers, redactor: Redactor) -> list[list[str]]:
         if used > MAX_HEADER_BYTES:
             out.append(["…", f"{len(headers) - len(out)} more header(s) cut (evidence limit)"])
             break
-        shown = REDACTED if name.lower() in SECRET_HEADERS and value else redactor.text(value)
+        secret = name.lower() in redactor.secret_headers
+        shown = REDACTED if secret and value else redactor.text(value)
         out.append([redactor.text(name), shown])
     return out
 
@@ -174,14 +175,14 @@ def request_view(case: Case, target: Target, limit: int, redactor: Redactor) -> 
     if case.raw is not None:  # byte-exact: these bytes, nothing added
         return {
             "method": "RAW",
-            "url": redactor.text(target.base_url),
+            "url": redactor.config_text(target.base_url),
             "headers": [],
             "body": body_view(case.raw.data, -1, "", limit, redactor),
         }
     headers = tuple(merge_headers(case.headers, target.headers))
     view: dict[str, Any] = {
         "method": case.method,
-        "url": redactor.text(target.base_url + case.path),
+        "url": redactor.config_text(target.base_url) + redactor.text(case.path),
         "headers": headers_view(headers, redactor),
     }
     if case.body is not None:
@@ -232,13 +233,15 @@ def curl_command(
     """
     names = dict(secret_names)
     # Secrets the redactor knows that hold no named one ("Bearer ${TOKEN}" as a whole does).
-    unnamed = [s for s in redactor.secrets if not any(known in s for known in secret_names)]
+    # (Short ones are not searched for in text: the header they were put in is named whole.)
+    long_secrets = redactor.secrets - redactor.short
+    unnamed = [s for s in long_secrets if not any(known in s for known in secret_names)]
     for number, secret in enumerate(sorted(unnamed), 1):
         names[secret] = f"FLAMINGO_SECRET_{number}"
     headers = merge_headers(case.headers, target.headers)
     for name, value in headers:
         # The whole value, unless a part of it (the token after the scheme) is already known.
-        credential = name.lower() in SECRET_HEADERS and value and value not in names
+        credential = name.lower() in redactor.secret_headers and value and value not in names
         if credential and not any(secret in value for secret in names):
             names[value] = _VAR_NAME.sub("_", name.upper())
     if case.raw is not None:

@@ -2,7 +2,8 @@
 
 ``results.jsonl`` and the test cases of ``junit.xml`` are streamed as cases finish, so a crash or
 an interrupt loses nothing already judged; ``gate.json`` and ``report.html`` are written once the
-verdict is known (also when it is ``error``).
+verdict is known (also when it is ``error``). The records they are written from are redacted
+before they get here (`flamingo.report.redact`); nothing here rewrites what it serialized.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
 from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex
 from flamingo.report.evidence import FILE_NAME as EVIDENCE_FILE
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
-from flamingo.report.redact import Redactor, credentials_of, quiet
+from flamingo.report.redact import Redactor
 from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _FLUSH_EVERY = 256  # rows; a crash loses at most this many rows' *buffer*, never the verdict
-MAX_LEARNED = 512  # distinct credential values remembered for the run-wide files
 
 
 def _xml(text: str) -> str:
@@ -149,13 +149,12 @@ class RunFiles:
     ) -> None:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.redactor = redactor
         self._results: IO[str] = open(out_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
         self._junit_part_path = out_dir / ".junit.xml.part"
         self._junit_part: IO[str] = open(self._junit_part_path, "w", encoding="utf-8")  # noqa: SIM115
         self._pending = 0
         self.counts = {"tests": 0, "failures": 0, "errors": 0}
-        self._learned: set[str] = set()
+        self.redactor = redactor  # for the evidence store and the page's index
         self.context = context or ReportContext()
         self.index = ReportIndex(out_dir)  # the page's case list, signatures and errors
         self.evidence: EvidenceWriter | None = None
@@ -172,12 +171,7 @@ class RunFiles:
         if self._write_plain_match(result):
             return
         row = result_view(result)
-        if not quiet(row):  # a plain match carries nothing to redact but what the text pass sees
-            credentials = credentials_of(result)
-            if credentials:
-                self._learn(credentials)
-            row = self.redactor.row(row, credentials)
-        self._results.write(self.redactor.json_text(dumps(row)))
+        self._results.write(dumps(row))
         self._results.write("\n")
         if self.evidence is not None and wants_evidence(result):
             self.evidence.write(result)
@@ -208,20 +202,13 @@ class RunFiles:
         if texts is None:
             return False
         line, junit = texts
-        self._results.write(self.redactor.json_text(line) + "\n")
+        self._results.write(line + "\n")
         self.counts["tests"] += 1
         self._junit_part.write(junit)
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
         return True
-
-    def _learn(self, credentials: list[str]) -> None:
-        """Remember a case's credential values, so the run-wide files (gate.json, report.html)
-        redact them too - e.g. in a signature's example change. Bounded by `MAX_LEARNED`."""
-        room = MAX_LEARNED - len(self._learned)
-        if room > 0:
-            self._learned.update(credentials[:room])
 
     def flush(self) -> None:
         self._pending = 0
@@ -257,7 +244,7 @@ class RunFiles:
         lines += [describe_difference(d) for d in row["differences"]]
         message = f"{outcome}: " + (lines[0] if lines else outcome)
         detail = "\n".join(lines)
-        text = self.redactor.text(
+        text = (
             f"{head}>\n      <{tag} type={_xml_attr(outcome)} message={_xml_attr(message)}>"
             f"{_xml(detail)}</{tag}>\n    </testcase>\n"
         )
@@ -273,9 +260,10 @@ class RunFiles:
     ) -> None:
         """Close the streams and write the verdict files; safe to call after an interrupt.
 
-        ``gate_doc`` is redacted *in place* (secrets and every credential value the run saw),
-        so whatever shows it afterwards (the console summary) shows the redacted document.
-        ``partial`` (`flamingo.merge.part_view`) is written, redacted, as partial.json.
+        Everything is written as given: the results and ``gate_doc`` are already redacted
+        (`flamingo.report.redact`) - no secret is searched for in a finished document.
+        ``partial`` (`flamingo.merge.part_view`, built from the records) is redacted like the
+        gate document and written as partial.json.
         """
         self.flush()
         self._results.close()
@@ -285,7 +273,6 @@ class RunFiles:
             gate_doc["evidence"] = self.evidence.summary()
         self.index.annotate(gate_doc, self.context)
         self._write_junit(gate, started_at)
-        self.redactor = self.redactor.extended(self._learned)
         if partial is not None:
             # The encoded histograms hold no target data, and redacting text inside one
             # (a short secret that happens to be base64) would corrupt it: kept as they are.
@@ -294,13 +281,9 @@ class RunFiles:
             if latency is not None:
                 partial["latency"] = redacted_partial["latency"] = latency
             self._write_atomic(PARTIAL_FILE, json.dumps(redacted_partial, indent=1) + "\n")
-        redacted = self.redactor.gate(gate_doc)
-        gate_doc.clear()
-        gate_doc.update(redacted)
-        gate_json = self.redactor.json_text(json.dumps(gate_doc, indent=2))
-        self._write_atomic("gate.json", gate_json + "\n")
-        # Everything on the page is already redacted: the gate document (above), each case row
-        # and each evidence record (as they were written); nothing rewrites the finished page.
+        self._write_atomic("gate.json", json.dumps(gate_doc, indent=2) + "\n")
+        # Everything on the page is already redacted: the gate document, each case row and
+        # each evidence record (as they were written); nothing rewrites the finished page.
         self.index.finish(gate_doc, self.redactor, self.context, latency_cdf or {})
 
     def _write_junit(self, gate: GateResult, started_at: str) -> None:

@@ -21,7 +21,6 @@ from rich.text import Text
 from flamingo.errors import InputError
 from flamingo.report.console import print_summary
 from flamingo.report.evidence import find_evidence
-from flamingo.report.redact import Redactor
 from flamingo.report.rows import describe_difference, describe_error, describe_failure
 from flamingo.report.sidebyside import side_by_side
 
@@ -53,7 +52,7 @@ def _gate(run_dir: Path) -> dict[str, Any]:
 
 def show_run(console: Console, run_dir: Path) -> int:
     gate = _gate(run_dir)
-    print_summary(console, _scrub(gate), str(run_dir), Redactor())
+    print_summary(console, _scrub(gate), str(run_dir))
     evidence = gate.get("evidence")
     if evidence:
         console.print(
