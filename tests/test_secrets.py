@@ -11,6 +11,7 @@ any planted value. The unit tests below pin the `Redactor`'s rules one by one.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import html
 import io
@@ -581,3 +582,82 @@ def test_an_odd_secret_value_cannot_break_or_leak_into_any_output(
             for name, text in texts.items()
         }
         assert found == {name: [] for name in texts}
+
+
+# --------------------------------------------------------------------------------------------
+# Credentials in a base_url
+# --------------------------------------------------------------------------------------------
+
+URL_PASSWORD = "url-pa55-from-env"
+PLAIN_PASSWORD = "plain-written-pa55"  # written in targets.yaml itself: a credential all the same
+
+
+def test_base_url_credentials_and_the_basic_header_never_reach_any_output(
+    echo_pair: tuple[FaultServer, FaultServer], tmp_path: Path
+) -> None:
+    """``http://svc:${PW}@host`` (and a password written in the file): the client sends
+    ``Authorization: Basic base64(svc:PW)``, the targets echo it in a body and a header - it is
+    redacted there, and the URLs are shown with the password redacted."""
+    old, new = echo_pair
+    old_url = old.url.replace("http://", f"http://ops:{PLAIN_PASSWORD}@")
+    new_url = new.url.replace("http://", "http://svc:${PW}@")
+    targets = write_targets(tmp_path / "targets.yaml", old_url, new_url)
+    suite = tmp_path / "echo.yaml"
+    suite.write_text("suite: userinfo\nrequests:\n  - name: echo\n    path: /echo\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        flamingo_command("run", "--targets", targets, "--suites", suite, "--out", out),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PW": URL_PASSWORD, "COLUMNS": "300"},
+    )
+    assert proc.returncode == 1, proc.stderr
+    basic_new = base64.b64encode(f"svc:{URL_PASSWORD}".encode()).decode()
+    basic_old = base64.b64encode(f"ops:{PLAIN_PASSWORD}".encode()).decode()
+    assert ("Authorization", f"Basic {basic_new}") in new.requests[0].headers  # really sent
+    assert ("Authorization", f"Basic {basic_old}") in old.requests[0].headers
+    echo = {d["location"]: d for d in read_rows(out)["userinfo::echo"]["differences"]}
+    assert echo["$.headers.authorization"] == {
+        "kind": "body",
+        "location": "$.headers.authorization",
+        "old": REDACTED,
+        "new": REDACTED,
+    }
+    assert echo["x-echo-authorization"]["new"] == REDACTED
+    gate = read_gate(out)
+    assert gate["targets"] == {
+        "old": old.url.replace("http://", f"http://ops:{REDACTED}@"),
+        "new": new.url.replace("http://", f"http://svc:{REDACTED}@"),
+    }
+    outputs = {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()}
+    outputs["console"] = proc.stdout + proc.stderr
+    forms = [URL_PASSWORD, PLAIN_PASSWORD, basic_new, basic_old, basic_new[:12], basic_old[:12]]
+    found = {name: [f for f in forms if f in text] for name, text in outputs.items()}
+    assert found == {name: [] for name in outputs}
+
+
+def test_base_url_credentials_with_an_authorization_header_is_an_input_error(
+    servers: ServerFactory, tmp_path: Path
+) -> None:
+    server = servers(name="untouched")
+    targets = write_targets(
+        tmp_path / "targets.yaml",
+        server.url,
+        server.url.replace("http://", "http://svc:${PW}@"),
+        new_extra='headers:\n  authorization: "Bearer abc"',
+    )
+    suite = tmp_path / "echo.yaml"
+    suite.write_text("suite: userinfo\nrequests:\n  - name: echo\n    path: /echo\n")
+    proc = subprocess.run(
+        flamingo_command("run", "--targets", targets, "--suites", suite, "--out", tmp_path / "o"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PW": URL_PASSWORD},
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = next(n for n, text in enumerate(targets.read_text().splitlines(), 1) if "svc:" in text)
+    assert proc.stderr.startswith(f"{targets}:{line}: targets.new.base_url: credentials in the URL")
+    assert URL_PASSWORD not in proc.stderr and "Traceback" not in proc.stderr
+    assert server.count == 0
