@@ -152,7 +152,7 @@ RESULTS = st.builds(
 
 
 def _written(tmp: Path, results: list[CaseResult], fast: bool) -> tuple[str, str]:
-    writer = files.RunFiles(tmp)
+    writer = files.RunFiles(tmp, Redactor())
     if not fast:
         writer._write_plain_match = lambda result: False  # type: ignore[method-assign]
     redactor = Redactor(["secret", "s::"])

@@ -451,6 +451,16 @@ def test_a_secret_cannot_eat_into_the_redaction_mark() -> None:
 # Odd secret values, end to end: structure and syntax of every output survive
 # --------------------------------------------------------------------------------------------
 
+
+def _outputs(out: Path) -> dict[str, str]:
+    """Every file of an output folder as text (the evidence store decompressed)."""
+    texts = {}
+    for path in out.iterdir():
+        data = path.read_bytes()
+        texts[path.name] = (gzip.decompress(data) if path.suffix == ".gz" else data).decode()
+    return texts
+
+
 _VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr"}
 
 
@@ -559,6 +569,13 @@ def test_an_odd_secret_value_cannot_break_or_leak_into_any_output(
         assert echo["x-echo-authorization"]["new"] in (f"Bearer {REDACTED}", REDACTED)
         assert echo["$.headers.authorization"]["new"] == REDACTED
         assert echo['$.headers["x-token"]']["new"] == REDACTED
+        # the evidence store keeps the echoed body: the header's echo is redacted there too
+        evidence = _outputs(out)["evidence.jsonl.gz"]
+        for line in evidence.splitlines():
+            for side in json.loads(line).get("new", {}), json.loads(line).get("old", {}):
+                body = side.get("response", {}).get("body", {}).get("text", "")
+                if body.startswith("{"):
+                    assert json.loads(body)["headers"].get("x-token") in (None, REDACTED)
     if len(value) >= 4:  # long enough to be recognised anywhere: nowhere a target put it
         forms = {value, json.dumps(value)[1:-1], html.escape(value)}
         forms.add(value.encode().decode("latin-1"))  # UTF-8 bytes read back as latin-1
@@ -575,7 +592,7 @@ def test_an_odd_secret_value_cannot_break_or_leak_into_any_output(
         }
         texts = {k: json.dumps(v, ensure_ascii=False) for k, v in echoed.items()}
         if value not in ("verdict", "pass", "status"):  # else: flamingo's own words are there
-            texts |= {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()}
+            texts |= _outputs(out)
             texts["console"] = proc.stdout + proc.stderr
         found = {
             name: [f for f in forms if f in text.replace(REDACTED, "")]
@@ -630,7 +647,7 @@ def test_base_url_credentials_and_the_basic_header_never_reach_any_output(
         "old": old.url.replace("http://", f"http://ops:{REDACTED}@"),
         "new": new.url.replace("http://", f"http://svc:{REDACTED}@"),
     }
-    outputs = {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()}
+    outputs = _outputs(out)
     outputs["console"] = proc.stdout + proc.stderr
     forms = [URL_PASSWORD, PLAIN_PASSWORD, basic_new, basic_old, basic_new[:12], basic_old[:12]]
     found = {name: [f for f in forms if f in text] for name, text in outputs.items()}

@@ -106,8 +106,27 @@ def body_view(
         else:
             text = head.decode("latin-1")
             view["encoding"] = "latin-1"
+    if not view.get("truncated"):
+        redacted = _json_redacted(text, redactor)
+        if redacted is not None:
+            view["text"] = redacted
+            return view
     view["text"] = redactor.fragment(text) if view.get("truncated") else redactor.text(text)
     return view
+
+
+def _json_redacted(text: str, redactor: Redactor) -> str | None:
+    """A whole JSON body with its values redacted as data (`Redactor.value`: whatever sits under
+    a secret-carrying header's name, a value that is a short secret) and written again; None
+    when it is not a JSON object or array, or when nothing in it needed redacting."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    redacted = redactor.value(data)
+    return None if redacted == data else json.dumps(redacted, ensure_ascii=False)
 
 
 def headers_view(headers: Headers, redactor: Redactor) -> list[list[str]]:

@@ -160,25 +160,46 @@ def _shown_url(url: str) -> str:
 
 
 def _encodings(secret: str) -> set[str]:
-    """The forms a target may echo a secret in (a JSON text, an HTML page, a URL)."""
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        html.escape(secret, quote=True),
-        html.escape(secret, quote=False),
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        # UTF-8 bytes read back as latin-1 (HTTP header values are bytes; many servers and
-        # clients decode them as latin-1 and echo that)
-        secret.encode("utf-8").decode("latin-1"),
-    }
+    """The forms a target may echo a secret in (a JSON text, an HTML page, a URL) - also of its
+    UTF-8 bytes read back as latin-1 (HTTP header values are bytes; many servers and clients
+    decode them as latin-1 and echo that)."""
+    forms: set[str] = set()
+    for base in {secret, secret.encode("utf-8").decode("latin-1")}:
+        forms |= {
+            base,
+            json.dumps(base)[1:-1],
+            json.dumps(base, ensure_ascii=False)[1:-1],
+            html.escape(base, quote=True),
+            html.escape(base, quote=False),
+            quote(base, safe=""),
+            quote(base),
+            quote_plus(base),
+        }
     return {form for form in forms if len(form) >= MIN_SECRET}
 
 
 #: JSON path segments: ``.name`` or ``["name"]`` (the last one names what a value is).
 _LAST_KEY = re.compile(r'(?:\.([^.\[\]]+)|\["((?:[^"\\]|\\.)*)"\])$')
+
+
+#: Gate-document keys whose values are flamingo's own (enumerations, names, ids, times) or were
+#: built from redacted records: a secret spelled like one of them must not change them.
+_OWN_KEYS = frozenset(
+    {
+        "verdict",
+        "stage",
+        "classification",
+        "judgeName",
+        "name",
+        "kind",
+        "outcome",
+        "id",
+        "started_at",
+        "finished_at",
+        "complete",
+        "signatures",
+    }
+)
 
 
 def _last_key(location: str) -> str | None:
@@ -427,21 +448,34 @@ class Redactor:
             self._learned.update(credentials[:room])
 
     def gate(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """The gate document with its free-text fields redacted (a copy): the targets' URLs,
-        the reason, and the noise learned from old-vs-old responses. Everything else in it is
-        built from redacted records (signatures) or is flamingo's own (checks, totals)."""
-        redactor = self.extended(self._learned)
-        out = dict(doc)
-        if isinstance(doc.get("targets"), dict):
-            out["targets"] = {
-                name: redactor.config_text(url) if isinstance(url, str) else url
-                for name, url in doc["targets"].items()
-            }
-        if isinstance(doc.get("reason"), str):
-            out["reason"] = redactor.text(doc["reason"])
-        if isinstance(doc.get("noise"), list):
-            out["noise"] = [redactor._noise_entry(entry) for entry in doc["noise"]]
-        return out
+        """The gate document with its values redacted (a copy; keys never change): the targets'
+        URLs as configured, the noise learned from old-vs-old responses (learned before
+        redaction), and every other free-text value (the reason, wherever it is repeated).
+        Flamingo's own words (`_OWN_KEYS`: the verdict, names, ids, times) and the signatures
+        (built from redacted records) are kept as they are."""
+        redacted: dict[str, Any] = self.extended(self._learned)._document(doc)
+        return redacted
+
+    def _document(self, value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for name, item in value.items():
+                if name in _OWN_KEYS:
+                    out[name] = item
+                elif name == "targets" and isinstance(item, dict):
+                    out[name] = {
+                        k: self.config_text(v) if isinstance(v, str) else v for k, v in item.items()
+                    }
+                elif name == "noise" and isinstance(item, list):
+                    out[name] = [self._noise_entry(entry) for entry in item]
+                else:
+                    out[name] = self._document(item, name)
+            return out
+        if isinstance(value, list):
+            return [self._document(item, key) for item in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
 
     def _noise_entry(self, entry: Any) -> Any:
         if not isinstance(entry, dict):
