@@ -18,7 +18,6 @@ from rich.console import Console
 
 from flamingo.model import Totals
 from flamingo.report.console import SuiteProgress, print_summary
-from flamingo.report.redact import Redactor
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +212,7 @@ def test_summary_shows_failing_checks_first_more_signatures_and_latency() -> Non
         },
     }
     screen = io.StringIO()
-    print_summary(Console(file=screen, width=100, color_system=None), gate, "out", Redactor())
+    print_summary(Console(file=screen, width=100, color_system=None), gate, "out")
     text = screen.getvalue()
     assert text.index("min_match_rate") < text.index("min_cases")  # failing first
     assert "… and 5 more signatures" in text
