@@ -678,3 +678,17 @@ def test_base_url_credentials_with_an_authorization_header_is_an_input_error(
     assert proc.stderr.startswith(f"{targets}:{line}: targets.new.base_url: credentials in the URL")
     assert URL_PASSWORD not in proc.stderr and "Traceback" not in proc.stderr
     assert server.count == 0
+
+
+def test_a_load_error_never_repeats_a_password_written_in_a_base_url(tmp_path: Path) -> None:
+    from flamingo.errors import InputError
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(
+        "targets:\n  old:\n    base_url: 'http://svc:hunter22-pw@127.0.0.1:99999'\n"
+        "  new:\n    base_url: http://127.0.0.1:1\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert "hunter22" not in str(caught.value)
+    assert f"'http://svc:{REDACTED}@127.0.0.1:99999'" in str(caught.value)

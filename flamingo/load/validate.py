@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from flamingo.errors import InputError
 from flamingo.model import (
+    REDACTED,
     CompareRules,
     Headers,
     Mask,
@@ -337,9 +338,17 @@ def _target_headers(value: Any, at: _At) -> Headers:
     return tuple(headers)
 
 
+#: The secret part of a URL's userinfo: the password, or a user alone (a token).
+_USERINFO = re.compile(r"(?<=://)(?:([^/@:]*):)?[^/@]*@")
+
+
 def _base_url(value: Any, at: _At) -> str:
     text = _string(value, at)
-    shown = _show(text)
+    # A password written in the URL is a credential: messages never repeat it.
+    shown = _USERINFO.sub(
+        lambda m: f"{m.group(1)}:{REDACTED}@" if m.group(1) is not None else f"{REDACTED}@",
+        _show(text),
+    )
     expected = f"expected an http:// or https:// URL with a host, got {shown}"
     if not text or _BAD_PATH_RE.search(text):
         raise at.error(expected)
