@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,33 @@ def test_a_proxy_that_strips_the_token_is_never_a_silent_match(
     assert lost >= 10  # most: an untracked request in flight may explain away a few
     # Where the token travels in the path, the header's absence changes nothing: a match.
     assert results["edge::HTTP/0.9 request line"]["outcome"] == "match"
+
+
+def test_pytest_plugin_checks_the_forwarded_request(
+    nginx_factory: NginxFactory, origin_port: int, tmp_path: Path
+) -> None:
+    upstream = f"http://127.0.0.1:{origin_port}"
+    proxy = nginx_factory("# edge: old", upstream=upstream)
+    (tmp_path / "targets.yaml").write_text(
+        f"targets:\n  old: {{base_url: '{proxy}'}}\n  new: {{base_url: '{proxy}'}}\n"
+        f"upstream: {{listen: '127.0.0.1:{origin_port}'}}\n"
+    )
+    (tmp_path / "fwd.yaml").write_text(
+        "suite: fwd\ncompare: {ignore_headers: [date]}\nrequests:\n"
+        "  - name: forwarded for\n    path: /built\n"
+        "    expect: {upstream: {headers: {X-Forwarded-For: {regex: '^127\\.'}}}}\n"
+        "  - name: raw, hop header removed\n"
+        '    raw: "GET /raw HTTP/1.1\\r\\nHost: a\\r\\nX-Flamingo-Token: {{ token }}\\r\\n'
+        'Connection: X-Hop\\r\\nX-Hop: 1\\r\\n\\r\\n"\n'
+        "    expect: {upstream: {headers: {X-Hop: {absent: true}}}}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q",
+         "--flamingo-targets", "targets.yaml", "fwd.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout
+    assert "PASSED fwd.yaml::forwarded for" in out, out + proc.stderr
+    # nginx passes a header named in Connection on to the origin: the expectation says so.
+    assert "FAILED fwd.yaml::raw, hop header removed" in out
+    assert "upstream header x-hop" in out
