@@ -201,7 +201,8 @@ def test_pytest_plugin_checks_the_forwarded_request(
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     out = proc.stdout
-    assert "PASSED fwd.yaml::forwarded for" in out, out + proc.stderr
+    lines = out.splitlines()
+    assert any(line.startswith("PASSED") and "forwarded for" in line for line in lines), out
     # nginx passes a header named in Connection on to the origin: the expectation says so.
-    assert "FAILED fwd.yaml::raw, hop header removed" in out
+    assert any(line.startswith("FAILED") and "hop header removed" in line for line in lines)
     assert "upstream header x-hop" in out
