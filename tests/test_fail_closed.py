@@ -34,6 +34,18 @@ def gate_of(out: Path) -> dict[str, Any]:
     return gate
 
 
+def rows_of(out: Path) -> dict[str, dict[str, Any]]:
+    """results.jsonl by case name."""
+    with (out / "results.jsonl").open() as lines:
+        return {row["name"]: row for row in map(json.loads, lines)}
+
+
+def fault_targets(tmp_path: Path, servers: ServerFactory, gates: str | None = None) -> Path:
+    """targets.yaml for two fault servers named old and new (their routes tell them apart)."""
+    old, new = servers(name="old"), servers(name="new")
+    return targets(tmp_path / "t.yaml", old.url, new.url, gates)
+
+
 def targets(path: Path, old: str, new: str, gates: str | None) -> Path:
     """A targets.yaml with ``gates`` as written (None: no ``gates:`` section at all)."""
     text = f"targets:\n  old: {{base_url: '{old}'}}\n  new: {{base_url: '{new}'}}\n"
@@ -112,10 +124,7 @@ def test_only_min_match_rate_with_nine_of_ten_errors_fails(
 ) -> None:
     """The one judged case matches (match rate 1.0 of 1), but 9 of 10 are errors: the default
     ``max_error_rate: 0`` still holds because the file did not set it."""
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(
-        tmp_path / "t.yaml", old.url, new.url, "gates: {default: {min_match_rate: 0.99}}\n"
-    )
+    config = fault_targets(tmp_path, servers, "gates: {default: {min_match_rate: 0.99}}\n")
     body = """\
 requests:
   - {name: fine, path: /ok}
@@ -139,14 +148,13 @@ requests:
 def test_a_stage_inherits_the_fail_closed_defaults(tmp_path: Path, servers: ServerFactory) -> None:
     """A stage that sets only a latency bound keeps 1.0 / 0 / 1 from the defaults; a threshold
     written in the file is what lets a rate through."""
-    old, new = servers(name="old"), servers(name="new")
     gates = """\
 gates:
   stages:
     canary: {max_latency_ratio_p99: 1000}
     lenient: {max_error_rate: 0.5}
 """
-    config = targets(tmp_path / "t.yaml", old.url, new.url, gates)
+    config = fault_targets(tmp_path, servers, gates)
     body = """\
 requests:
   - {name: fine, path: /ok, repeat: 3}
@@ -164,8 +172,7 @@ requests:
 
 def test_all_matching_run_passes_without_gates(tmp_path: Path, servers: ServerFactory) -> None:
     """The control: with no gates: section, a run passes when every case matches."""
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     body = "requests:\n  - {name: fine, path: /ok, repeat: 4}\n"
     out = tmp_path / "out"
     assert run("--targets", config, "--suites", suite(tmp_path / "s.yaml", body), "--out", out) == 0
@@ -260,8 +267,7 @@ JSON_PAIRS = {
 def test_duplicate_keys_and_overflowing_numbers_never_hide_a_difference(
     tmp_path: Path, servers: ServerFactory
 ) -> None:
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     requests = "requests:\n" + "".join(
         f"  - name: {name}\n    path: /said\n    query: {json.dumps({'old': a, 'new': b})}\n"
         for name, (a, b, _) in JSON_PAIRS.items()
@@ -287,8 +293,7 @@ def test_duplicate_keys_and_overflowing_numbers_never_hide_a_difference(
 def test_a_stale_gate_never_survives_a_reused_out_folder(
     tmp_path: Path, servers: ServerFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     good = suite(tmp_path / "s.yaml", "requests:\n  - {name: fine, path: /ok}\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("suite: broken\nrequests:\n  - {name: x, path: /ok, bogus: 1}\n")
@@ -332,8 +337,7 @@ def test_learned_text_noise_never_hides_a_planted_failure(
 ) -> None:
     """Old's text carries a random token whose number of tokens varies; new says
     status=FAILED on 10 of 20 jobs. The token is learned as noise, the status never."""
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     body = """\
 requests:
   - name: "job {{ n }}"
@@ -344,7 +348,7 @@ requests:
     out = tmp_path / "out"
     cases = suite(tmp_path / "s.yaml", body + NOISE_RULES)
     assert run("--targets", config, "--suites", cases, "--out", out) == 1
-    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    rows = rows_of(out)
     outcomes = {name: row["outcome"] for name, row in rows.items()}
     assert outcomes == {f"job {n}": "diff" if n <= 10 else "match" for n in range(1, 21)}
     for n in range(1, 11):
@@ -359,8 +363,7 @@ def test_a_flapping_categorical_value_excuses_only_values_seen_on_old(
 ) -> None:
     """Old flaps 200/503 and X-Cache HIT/MISS; new answers 500 on 5 cases and X-Cache: ERROR on
     5 more: values never seen on old are differences, the flapping itself is noise."""
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     body = """\
 requests:
   - name: "flap {{ n }}"
@@ -372,7 +375,7 @@ requests:
     out = tmp_path / "out"
     cases = suite(tmp_path / "s.yaml", body + "compare: {noise: auto, ignore_headers: [date]}\n")
     assert run("--targets", config, "--suites", cases, "--out", out) == 1
-    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    rows = rows_of(out)
     for n in range(1, 31):
         row = rows[f"flap {n}"]
         kept = {(d["kind"], d["location"], d["new"]) for d in row["differences"]}
@@ -396,8 +399,7 @@ EVIL = "(a+)+$"  # exponential in a backtracking engine over "a" * 34 + "!"
 def test_a_catastrophic_regex_neither_hangs_the_run_nor_blocks_signals(
     tmp_path: Path, servers: ServerFactory
 ) -> None:
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     text = "a" * 34 + "!"
     body = f"""\
 requests:
@@ -431,7 +433,7 @@ compare:
         check=False,
     )
     assert done.returncode == 1, done.stderr
-    rows = {row["name"]: row for row in map(json.loads, (out / "results.jsonl").open())}
+    rows = rows_of(out)
     assert (
         rows["masked body"]["outcome"] == "diff"
     )  # "a...a!" vs "a...a!?": the mask cannot hide it
@@ -479,8 +481,7 @@ def test_a_regex_re2_cannot_run_is_an_input_error(
 def test_absurd_concurrency_is_an_input_error_and_a_large_one_is_bounded_by_the_cases(
     tmp_path: Path, servers: ServerFactory
 ) -> None:
-    old, new = servers(name="old"), servers(name="new")
-    config = targets(tmp_path / "t.yaml", old.url, new.url, None)
+    config = fault_targets(tmp_path, servers)
     cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
     common = ("run", "--no-progress", "--targets", config, "--suites", cases)
     done = limited_flamingo(*common, "--concurrency", "99999999999", "--out", tmp_path / "a")
