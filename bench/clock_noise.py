@@ -16,42 +16,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import textwrap
 from pathlib import Path
 
-from flamingo.demo.clock import running_clock
-from flamingo.engine import RunOptions, Session
-
-SUITE = """\
-suite: clock
-requests:
-  - name: clock
-    path: /clock
-    repeat: {repeat}
-compare:
-  noise: auto
-"""
+from flamingo.demo.clock import clock_run, running_clock
 
 
 def run_once(old: str, new: str, repeat: int, folder: Path) -> tuple[int, int, list[str]]:
     """(cases, matched, learned noise locations) of one run."""
-    targets = folder / "targets.yaml"
-    targets.write_text(
-        textwrap.dedent(
-            f"""\
-            targets:
-              old: {{ base_url: "{old}" }}
-              new: {{ base_url: "{new}" }}
-            run: {{ concurrency: 20, timeout: 5s, workers: 1 }}
-            """
-        )
-    )
-    suite = folder / "clock.yaml"
-    suite.write_text(SUITE.format(repeat=repeat))
-    summary = Session.from_files(targets, [suite]).run(options=RunOptions()).wait()
+    summary = clock_run(old, new, folder, repeat)
     totals = summary.gate.totals
-    learned = sorted({f"{e.kind} {e.location}" for e in summary.noise})
-    return totals.cases, totals.match, learned
+    return totals.cases, totals.match, sorted({f"{e.kind} {e.location}" for e in summary.noise})
 
 
 def main() -> int:

@@ -38,6 +38,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -446,6 +447,16 @@ class Baseline:
         return baseline
 
     @property
+    def span(self) -> tuple[float, float] | None:
+        """When the recording was made, in epoch seconds (None when baseline.json lacks it)."""
+        try:
+            start = datetime.fromisoformat(str(self.info["started_at"]).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(self.info["finished_at"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return None
+        return start.timestamp(), end.timestamp()
+
+    @property
     def target(self) -> str:
         return str(self.info.get("target", "?"))
 
@@ -605,6 +616,8 @@ def replay_old(session: Session, paths: Sequence[Path]) -> list[Baseline]:
     old = replace(config.old, base_url=f"baseline:{shown}", headers=())
     session.config = replace(config, old=old, old_replica=None)
     session.transport_factory = replay_factory(session.transport_factory, baselines, ("old",))
+    # Timestamps the recordings hold are timestamps of "now" for them (noise that sees time).
+    session.time_spans.extend(span for b in baselines if (span := b.span) is not None)
     return baselines
 
 

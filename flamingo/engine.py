@@ -85,6 +85,7 @@ from flamingo.send import (
     TransportFactory,
     default_transport,
 )
+from flamingo.shape import TimeWindows
 from flamingo.stagerun import StageRun
 from flamingo.suite import Suite
 from flamingo.upstream import RecordingOrigin
@@ -115,6 +116,8 @@ EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_HARNESS = 0, 1, 2, 3
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_HARNESS}
 #: Difference signatures kept in the gate document.
 TOP_DIFFERENCES = 20
+#: How far past its start a run's "now" reaches, for timestamps in answers (a long stage run).
+RUN_HORIZON_S = 24 * 3600.0
 #: Seconds between two progress notifications (a display needs ~10 updates/s, not one per case).
 PROGRESS_INTERVAL = 0.1
 
@@ -326,6 +329,8 @@ class Session:
         self.suites = with_compare_defaults(config.compare, suites)
         self.transport_factory = transport_factory
         self.redactor = Redactor.for_config(config)
+        #: When recorded answers were made (epoch seconds; `flamingo.baseline` adds them).
+        self.time_spans: list[tuple[float, float]] = []
 
     @classmethod
     def from_files(
@@ -423,7 +428,10 @@ class Session:
 
             rules = load_accepted(self.config.accepted_path)
             accepted = AcceptedList(rules, today=datetime.now(UTC).date())
-        return CaseJudge(NoiseModel(), accepted)
+        # Timestamps of *now* are noise (flamingo.shape): now is this run, plus any recording.
+        now = time.time()
+        windows = TimeWindows(((now, now + RUN_HORIZON_S), *self.time_spans))
+        return CaseJudge(NoiseModel(windows=windows), accepted)
 
     # -- running -------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from flamingo.compare import compare, is_unlisted, json_type
 from flamingo.judge import set_aside
 from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
 from flamingo.normalize import JsonNumber, header_value, normalize_body
+from flamingo.shape import ID_SHAPES, TIME_SHAPES, TimeWindows, seconds, shape
 from flamingo.signature import generalize
 
 DEFAULT_THRESHOLD = 0.05
@@ -71,6 +72,22 @@ MAX_VALUES = 32
 _LONG_VALUE = 200
 
 NoiseKey = tuple[str, str]  # (kind, generalized location)
+
+#: A timestamp of *now* on new has stopped when one new value met this many distinct old values
+#: and old moved on by `STOPPED_S` seconds meanwhile (or new lags every one of them by that
+#: much): a difference, however much the location varies on old. Two clocks read at the same
+#: moment agree within a tick, so concurrent cases sharing one millisecond are not a stop.
+CONSTANT_AFTER = 3
+STOPPED_S = 2.0
+#: Repeated cases (``#k``) whose last old response is kept, to see what changes over time.
+MAX_REPEATS_TRACKED = 1_000
+#: Bodies larger than this are not kept for that.
+MAX_REPEAT_BODY = 64 * 1024
+#: New values (and old values per new value) remembered per location for `CONSTANT_AFTER`.
+MAX_PARTNERS = 64
+_REPEAT = re.compile(r"#[0-9]+$")
+#: The shape of a value that has none of the volatile shapes.
+PLAIN = "plain"
 
 
 def _value_key(value: Any) -> str:
@@ -218,6 +235,13 @@ class NoiseStat:
     examples: list[str] = field(default_factory=list)
     context: str = ""  # text regions: the tokens just before the region
     variation: Variation = field(default_factory=Variation)
+    #: What time and shape taught (`flamingo.shape`): the shapes old values took here...
+    shapes: set[str] = field(default_factory=set)
+    over_time: int = 0  # ...how often it changed between repeats of one case, sent over time
+    timely: int = 0  # ...old-vs-new differences where both were timestamps of now
+    time_shape: str = ""  # ...and which kind of timestamp
+    #: new value -> (its epoch seconds, the distinct old epoch seconds it differed from)
+    partners: dict[str, tuple[float, set[float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -229,6 +253,7 @@ class NoiseEntry:
     samples: int
     examples: tuple[str, ...]
     context: str
+    evidence: str = ""  # what it was learned from: old-vs-old counts, time, shape
 
     @property
     def rate(self) -> float:
@@ -292,10 +317,19 @@ def text_regions(a: str, b: str) -> list[TextRegion] | None:
 class NoiseModel:
     """Per-template counts of old-vs-old differences (a pure accumulator)."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self, threshold: float = DEFAULT_THRESHOLD, windows: TimeWindows | None = None
+    ) -> None:
         self.default_threshold = threshold
+        #: When the values compared were made (the run's time, a recording's): data, not a clock.
+        self.windows = windows or TimeWindows()
         self.samples: dict[str, int] = {}
         self.stats: dict[str, dict[NoiseKey, NoiseStat]] = {}
+        self.repeats: dict[str, int] = {}  # template -> repeat-to-repeat samples seen
+        self._last_old: dict[str, Response] = {}  # case id without #k -> its last old answer
+
+    def shape(self, value: Any) -> str:
+        return shape(value, self.windows) or PLAIN
 
     def observe(self, template: str, old: Response, replica: Response, rules: CompareRules) -> None:
         """Record one old-vs-old sample of ``template``."""
@@ -306,15 +340,25 @@ class NoiseModel:
             if diff.kind == "body" and diff.location == "text":
                 self._observe_text(stats, old, replica, rules, diff)
                 continue
-            key = noise_key(diff)
-            stat = stats.setdefault(key, NoiseStat())
-            if key not in seen:
-                seen.add(key)
+            stat, first = self._note(stats, seen, diff)
+            if first:
                 stat.differing += 1
-            stat.variation.record(diff.old)
-            stat.variation.record(diff.new)
             if len(stat.examples) < MAX_EXAMPLES and diff.old is not None:
                 stat.examples.append(str(diff.old))
+
+    def _note(
+        self, stats: dict[NoiseKey, NoiseStat], seen: set[NoiseKey], diff: Difference
+    ) -> tuple[NoiseStat, bool]:
+        """The stat of ``diff``'s location, with both (old) values recorded; True when this is
+        the sample's first difference there (a sample counts once per location)."""
+        key = noise_key(diff)
+        stat = stats.setdefault(key, NoiseStat())
+        stat.variation.record(diff.old)
+        stat.variation.record(diff.new)
+        stat.shapes.update((self.shape(diff.old), self.shape(diff.new)))
+        first = key not in seen
+        seen.add(key)
+        return stat, first
 
     def _observe_text(
         self,
@@ -340,6 +384,111 @@ class NoiseModel:
             if len(stat.examples) < MAX_EXAMPLES:
                 stat.examples.append(region.old)
 
+    def observe_repeat(
+        self, case_id: str, template: str, old: Response, rules: CompareRules
+    ) -> None:
+        """The same case sent again later (``#k``): what changed between its old answers
+        changes over time. Kept apart from the old-vs-old counts: it is evidence about shapes
+        (an id that changes per request), not a licence for any value to differ."""
+        if not _REPEAT.search(case_id):
+            return
+        base = _REPEAT.sub("", case_id)
+        previous = self._last_old.get(base)
+        if len(old.body) <= MAX_REPEAT_BODY and (
+            previous is not None or len(self._last_old) < MAX_REPEATS_TRACKED
+        ):
+            self._last_old[base] = old
+        if previous is None:
+            return
+        self.repeats[template] = self.repeats.get(template, 0) + 1
+        stats = self.stats.setdefault(template, {})
+        seen: set[NoiseKey] = set()
+        for diff in compare(previous, old, rules):
+            if diff.kind == "body" and diff.location == "text":
+                continue  # text regions are aligned per old-vs-old pair only
+            stat, first = self._note(stats, seen, diff)
+            if first:
+                stat.over_time += 1
+
+    def observe_new(self, template: str, differences: Iterable[Difference]) -> None:
+        """Old-vs-new differences where both values are timestamps of now: counted (what was
+        learned from time), and paired, so a new timestamp that stopped moving shows."""
+        for diff in differences:
+            if diff.kind == "body" and diff.location == "text":
+                continue
+            kind = self.shape(diff.old)
+            if kind not in TIME_SHAPES or self.shape(diff.new) != kind:
+                continue
+            stat = self.stats.setdefault(template, {}).setdefault(noise_key(diff), NoiseStat())
+            stat.timely += 1
+            stat.time_shape = stat.time_shape or kind
+            old_s, new_s = seconds(diff.old, kind), seconds(diff.new, kind)
+            if old_s is None or new_s is None:
+                continue
+            entry = stat.partners.get(_value_key(diff.new))
+            if entry is None:
+                if len(stat.partners) >= MAX_PARTNERS:
+                    continue
+                entry = stat.partners[_value_key(diff.new)] = (new_s, set())
+            if len(entry[1]) < MAX_PARTNERS:
+                entry[1].add(old_s)
+
+    def stopped(self, template: str, key: NoiseKey, new: Any) -> bool:
+        """``new`` (a timestamp) stood still while old's moved on (`CONSTANT_AFTER`)."""
+        stat = self.stats.get(template, {}).get(key)
+        entry = stat.partners.get(_value_key(new)) if stat is not None else None
+        if entry is None or len(entry[1]) < CONSTANT_AFTER:
+            return False
+        new_s, olds = entry
+        moved = max(olds) - min(olds) >= STOPPED_S
+        lags = min(abs(old - new_s) for old in olds) >= STOPPED_S
+        return moved or lags
+
+    def decide(self, template: str, diff: Difference, threshold: float | None = None) -> bool:
+        """Is this old-vs-new difference noise? (every source of evidence, one place)
+
+        1. Both values are the same kind of timestamp of *now* (inside the time windows):
+           noise without any count - unless new's has stopped moving (`stopped`).
+        2. Where old's values had a volatile shape (timestamps, ids), a new value of a shape
+           old never had (null, "", a constant from 1970) is a difference: a change of shape.
+        3. Otherwise the old-vs-old counts decide (`excuses`: counts and the old variation).
+        4. An id of the same shape as old's, at a location seen changing (between two old
+           answers, or between repeats over time), is noise even below the count threshold.
+        """
+        key = noise_key(diff)
+        old_shape, new_shape = self.shape(diff.old), self.shape(diff.new)
+        if old_shape in TIME_SHAPES and new_shape == old_shape:
+            return not self.stopped(template, key, diff.new)
+        stat = self.stats.get(template, {}).get(key)
+        volatile = stat.shapes & (TIME_SHAPES | ID_SHAPES) if stat is not None else set()
+        if volatile and new_shape not in stat.shapes:  # type: ignore[union-attr]
+            return False
+        if self.excuses(template, key, diff.new, threshold):
+            return True
+        return (
+            stat is not None
+            and old_shape in ID_SHAPES
+            and new_shape == old_shape
+            and bool(stat.differing or stat.over_time)
+        )
+
+    def evidence(self, template: str, key: NoiseKey) -> str:
+        """What the model learned about one location, and from which source."""
+        stat = self.stats.get(template, {}).get(key)
+        if stat is None:
+            return ""
+        parts = []
+        if stat.differing:
+            parts.append(f"old vs old: {stat.differing} of {self.samples.get(template, 0)}")
+        if stat.over_time:
+            parts.append(f"over time: {stat.over_time} of {self.repeats.get(template, 0)} repeats")
+        if stat.timely:
+            parts.append(f"time: {stat.timely} x both {stat.time_shape} of now")
+        shapes = sorted(stat.shapes - {PLAIN})
+        if shapes:
+            parts.append(f"old shapes: {'/'.join(shapes)}")
+        return "; ".join(parts)
+
     def is_noise(self, template: str, key: NoiseKey, threshold: float | None = None) -> bool:
         samples = self.samples.get(template, 0)
         stat = self.stats.get(template, {}).get(key)
@@ -360,9 +509,9 @@ class NoiseModel:
         """Every location that is noise now, most frequent first (stable order)."""
         rows: list[NoiseEntry] = []
         for template, stats in self.stats.items():
-            samples = self.samples[template]
+            samples = self.samples.get(template, 0)
             for (kind, location), stat in stats.items():
-                if self.is_noise(template, (kind, location), threshold):
+                if stat.timely or self.is_noise(template, (kind, location), threshold):
                     rows.append(
                         NoiseEntry(
                             template,
@@ -372,6 +521,7 @@ class NoiseModel:
                             samples,
                             tuple(stat.examples),
                             stat.context,
+                            self.evidence(template, (kind, location)),
                         )
                     )
         rows.sort(key=lambda e: (-e.differing, e.template, e.kind, e.location))
@@ -462,9 +612,7 @@ def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
         if diff.kind == "body" and diff.location == "text":
             is_noise = _text_is_noise(result, model, rules, threshold)
         else:
-            is_noise = not is_unlisted(diff) and model.excuses(
-                template, noise_key(diff), diff.new, threshold
-            )
+            is_noise = not is_unlisted(diff) and model.decide(template, diff, threshold)
         (noisy if is_noise else kept).append(diff)
     if not noisy:
         return result
@@ -475,6 +623,7 @@ def apply_noise(result: CaseResult, replica: Exchange, model: NoiseModel) -> Cas
     """Observe the old-vs-old sample of this case, then filter its noise (no deferral)."""
     if isinstance(result.old, Response) and isinstance(replica, Response):
         model.observe(result.case.template, result.old, replica, result.case.compare)
+    model.observe_new(result.case.template, result.differences)
     return filter_noise(replace(result, old_replica=replica), model)
 
 
@@ -510,8 +659,11 @@ class NoiseLearner:
 
     def add(self, result: CaseResult, replica: Exchange) -> list[CaseResult]:
         template = result.case.template
-        if isinstance(result.old, Response) and isinstance(replica, Response):
-            self.model.observe(template, result.old, replica, result.case.compare)
+        if isinstance(result.old, Response):
+            if isinstance(replica, Response):
+                self.model.observe(template, result.old, replica, result.case.compare)
+            self.model.observe_repeat(result.case.id, template, result.old, result.case.compare)
+        self.model.observe_new(template, result.differences)
         result = replace(result, old_replica=replica)
         held = self.pending.get(template)
         if self.model.samples.get(template, 0) >= self.min_samples:

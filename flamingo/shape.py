@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-__all__ = ["ID_SHAPES", "TIME_SHAPES", "TimeWindows", "shape"]
+__all__ = ["ID_SHAPES", "TIME_SHAPES", "TimeWindows", "seconds", "shape"]
 
 TIME_SHAPES = frozenset({"epoch-s", "epoch-ms", "epoch-us", "http-date", "iso-date"})
 ID_SHAPES = frozenset({"uuid", "hex", "base64"})
@@ -94,6 +94,27 @@ def _date(text: str, windows: TimeWindows) -> str | None:
             return None
         return "http-date" if moment.timestamp() in windows else None
     return None
+
+
+def seconds(value: Any, kind: str) -> float | None:
+    """The epoch seconds a value of time shape ``kind`` (from `shape`) stands for."""
+    try:
+        if kind in _SCALE:
+            return float(value) / _SCALE[kind]
+        text = str(value).strip()
+        if kind == "http-date":
+            return parsedate_to_datetime(text).timestamp()
+        if kind == "iso-date":
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return None
+
+
+_SCALE = {"epoch-s": 1.0, "epoch-ms": 1e3, "epoch-us": 1e6}
 
 
 def shape(value: Any, windows: TimeWindows) -> str | None:

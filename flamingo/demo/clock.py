@@ -9,10 +9,13 @@ old-vs-old differences alone learns it in some runs and not in others.
 
     ok         as above
     null       ``msec`` is null (a timestamp became null: a change of shape)
-    constant   ``msec`` is the time the server started, forever (a clock that stopped)
+    constant   ``msec`` is a minute before the server started, forever (a clock that stopped,
+               a cached answer)
     empty-id   ``request_id`` is ""
 
-`running_clock` serves one instance on 127.0.0.1 from a thread (tests and bench/).
+`running_clock` serves one instance on 127.0.0.1 from a thread, and `clock_run` runs the clock
+suite (one case repeated, ``noise: auto``, no ignore rule) against two of them through the engine
+(tests and ``bench/clock_noise.py``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,26 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-__all__ = ["CLOCK_MODES", "make_clock_app", "running_clock"]
+if TYPE_CHECKING:
+    from flamingo.engine import RunSummary
+
+__all__ = ["CLOCK_MODES", "CLOCK_SUITE", "clock_run", "make_clock_app", "running_clock"]
+
+#: The clock case, sent ``repeat`` times, with noise learning and no ignore rule at all.
+CLOCK_SUITE = """\
+suite: clock
+requests:
+  - name: clock
+    path: /clock
+    repeat: {repeat}
+compare:
+  noise: auto
+"""
 
 CLOCK_MODES = ("ok", "null", "constant", "empty-id")
 
@@ -35,14 +53,14 @@ CLOCK_MODES = ("ok", "null", "constant", "empty-id")
 def make_clock_app(mode: str = "ok") -> web.Application:
     if mode not in CLOCK_MODES:
         raise ValueError(f"unknown clock mode {mode!r} (one of {', '.join(CLOCK_MODES)})")
-    started = int(time.time() * 1000)
+    stopped = int(time.time() * 1000) - 60_000
 
     async def clock(request: web.Request) -> web.Response:
         body: dict[str, Any] = {"msec": int(time.time() * 1000), "request_id": uuid.uuid4().hex}
         if mode == "null":
             body["msec"] = None
         elif mode == "constant":
-            body["msec"] = started
+            body["msec"] = stopped
         elif mode == "empty-id":
             body["request_id"] = ""
         return web.json_response(body)
@@ -87,3 +105,19 @@ def running_clock(mode: str = "ok") -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def clock_run(old: str, new: str, folder: Path, repeat: int = 30) -> RunSummary:
+    """One run of the clock suite, old and new as given (files written to ``folder``)."""
+    from flamingo.engine import RunOptions, Session
+
+    targets = folder / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        f'  old: {{ base_url: "{old}" }}\n'
+        f'  new: {{ base_url: "{new}" }}\n'
+        "run: { concurrency: 20, timeout: 5s, workers: 1 }\n"
+    )
+    suite = folder / "clock.yaml"
+    suite.write_text(CLOCK_SUITE.format(repeat=repeat))
+    return Session.from_files(targets, [suite]).run(options=RunOptions()).wait()

@@ -92,6 +92,7 @@ def noise_row(entry: NoiseEntry) -> dict[str, Any]:
         "rate": round(entry.rate, 6),
         "examples": list(entry.examples),
         "context": entry.context,
+        "evidence": entry.evidence,
     }
 
 
@@ -110,6 +111,7 @@ def read_noise(run_dir: Path) -> tuple[NoiseEntry, ...]:
                 samples=int(row["samples"]),
                 examples=tuple(str(e) for e in row.get("examples") or ()),
                 context=str(row.get("context") or ""),
+                evidence=str(row.get("evidence") or ""),
             )
             for row in rows
         )
