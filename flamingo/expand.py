@@ -25,6 +25,7 @@ from flamingo.model import Case, Expect, HeaderExpect, Headers, RawRequest
 from flamingo.regex import Regex, escape
 from flamingo.suite import (
     VAR_RE,
+    HeaderExpectSpec,
     RequestSpec,
     Scalar,
     Suite,
@@ -227,26 +228,10 @@ class _Plan:
         if json_render is None and not header_vars and not any(status_vars):
             constant = Expect(
                 status=tuple(s for s in spec.status if isinstance(s, int)),
-                headers=tuple(
-                    HeaderExpect(
-                        name=h.name,
-                        equals=h.equals,
-                        regex=Regex(h.regex) if h.regex is not None else None,
-                        absent=h.absent,
-                    )
-                    for h in spec.headers
-                ),
+                headers=tuple(map(_constant_header, spec.headers)),
                 json=spec.json,
                 has_json=spec.has_json,
-                upstream_headers=tuple(
-                    HeaderExpect(
-                        name=h.name,
-                        equals=h.equals,
-                        regex=Regex(h.regex) if h.regex is not None else None,
-                        absent=h.absent,
-                    )
-                    for h in spec.upstream_headers
-                ),
+                upstream_headers=tuple(map(_constant_header, spec.upstream_headers)),
             )
             return lambda _texts, _raws: constant
 
@@ -344,6 +329,12 @@ class _Plan:
                     allow_side_effects=side_effects,
                     raw=raw,
                 )
+
+
+def _constant_header(spec: HeaderExpectSpec) -> HeaderExpect:
+    """An ``expect`` header entry that uses no matrix variable."""
+    regex = Regex(spec.regex) if spec.regex is not None else None
+    return HeaderExpect(name=spec.name, equals=spec.equals, regex=regex, absent=spec.absent)
 
 
 class _RegexRender:

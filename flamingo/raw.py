@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -240,17 +240,7 @@ class RawTransport:
         if not responses:
             return Response(NO_RESPONSE, "", (), b"", latency, ending=ending)
         first, *rest = responses
-        return Response(
-            status=first.status,
-            reason=first.reason,
-            headers=first.headers,
-            body=first.body,
-            latency_ms=latency,
-            body_size=first.body_size,
-            body_sha256=first.body_sha256,
-            ending=ending,
-            more=tuple(rest),
-        )
+        return replace(first, ending=ending, more=tuple(rest))
 
     def _error(self, kind: str, message: str, start: float) -> TransportError:
         latency = (time.perf_counter() - start) * 1000.0

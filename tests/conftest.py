@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,7 +30,7 @@ from typing import Protocol
 
 import pytest
 from faultserver import ServerFactory, running
-from haproxy import find_haproxy
+from haproxy import find_haproxy, stop_session
 from hypothesis import HealthCheck, settings
 
 from flamingo.demo import start_demo_process
@@ -249,15 +248,7 @@ class NginxProcess:
 
     def stop(self) -> None:
         """SIGTERM (nginx's fast shutdown), then SIGKILL to its own process group if it hangs."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(_NGINX_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                # The group is the session nginx was started in: the master and its workers only.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_session(self.process, _NGINX_STOP_TIMEOUT)
 
 
 def _wait_until_listening(nginx: NginxProcess, deadline: float) -> bool:

@@ -53,6 +53,19 @@ backend origin
     return path
 
 
+def stop_session(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a proxy we started in its own session, then SIGKILL the whole session (master and
+    workers only) if it has not exited within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class HaproxyProcess:
     process: subprocess.Popen[bytes]
@@ -68,14 +81,7 @@ class HaproxyProcess:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_session(self.process, 10.0)
 
 
 def start_haproxy(binary: str, prefix: Path, *, upstream: str) -> HaproxyProcess:
