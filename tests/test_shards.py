@@ -29,6 +29,8 @@ from flamingo.judge import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the `flamingo` console script of this environment
 TIMEOUT = 120
+#: `flamingo run` in a checkout made by `demo_repo` (the working folder).
+RUN = ("run", "--targets", "targets.yaml", "--suites", "suites", "--no-progress")
 
 
 def flamingo_env(**extra: str) -> dict[str, str]:
@@ -214,16 +216,7 @@ def assert_latency_is_the_shards_histogram(merged: Path, shard_dirs: Sequence[Pa
 
 def test_merged_shards_equal_an_unsharded_run(demo_targets: dict[str, str], tmp_path: Path) -> None:
     repo = demo_repo(tmp_path / "repo", demo_targets)
-    base = [
-        "run",
-        "--targets",
-        "targets.yaml",
-        "--suites",
-        "suites",
-        "--no-progress",
-        "--workers",
-        "1",
-    ]
+    base = [*RUN, "--workers", "1"]
     env = flamingo_env()
     whole = flamingo(*base, "--out", tmp_path / "whole", cwd=repo)
     assert whole.returncode == 1, whole.stderr  # the demo's planted differences fail the gate
@@ -292,18 +285,7 @@ def small_shards(
     repo = tmp_path / "repo"
     if not repo.exists():
         demo_repo(repo, demo)
-    base = [
-        "run",
-        "--targets",
-        "targets.yaml",
-        "--suites",
-        "suites",
-        "-k",
-        "api",
-        "--no-progress",
-        "--workers",
-        "1",
-    ]
+    base = [*RUN, "-k", "api", "--workers", "1"]
     outs = [tmp_path / f"s{k}" for k in range(1, n + 1)]
     done = parallel(
         [
@@ -344,39 +326,11 @@ def test_merge_refuses_what_is_not_one_run(demo_targets: dict[str, str], tmp_pat
     targets.write_text(
         targets.read_text().replace("max_error_rate: 0.001", "max_error_rate: 0.002")
     )
-    run = flamingo(
-        "run",
-        "--targets",
-        "targets.yaml",
-        "--suites",
-        "suites",
-        "-k",
-        "api",
-        "--shard",
-        "3/3",
-        "--no-progress",
-        "--out",
-        tmp_path / "o3",
-        cwd=other,
-    )
+    run = flamingo(*RUN, "-k", "api", "--shard", "3/3", "--out", tmp_path / "o3", cwd=other)
     assert run.returncode in (0, 1), run.stderr
     assert "ran with different config" in refused(s1, s2, tmp_path / "o3", "--out", out)
     # another selection
-    run = flamingo(
-        "run",
-        "--targets",
-        "targets.yaml",
-        "--suites",
-        "suites",
-        "-k",
-        "user",
-        "--shard",
-        "3/3",
-        "--no-progress",
-        "--out",
-        tmp_path / "k3",
-        cwd=repo,
-    )
+    run = flamingo(*RUN, "-k", "user", "--shard", "3/3", "--out", tmp_path / "k3", cwd=repo)
     assert "selected different cases" in refused(s1, s2, tmp_path / "k3", "--out", out)
     # another flamingo version
     version = tmp_path / "version"
@@ -422,18 +376,13 @@ def test_merge_refuses_what_is_not_one_run(demo_targets: dict[str, str], tmp_pat
     # A shard that could not judge (here: cut short by --max-requests) is no missing shard: the
     # merge keeps what it judged and fails closed, naming it.
     cut = flamingo(
-        "run",
-        "--targets",
-        "targets.yaml",
-        "--suites",
-        "suites",
+        *RUN,
         "-k",
         "api",
         "--shard",
         "3/3",
         "--max-requests",
         "3",
-        "--no-progress",
         "--out",
         tmp_path / "short",
         cwd=repo,
