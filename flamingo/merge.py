@@ -477,6 +477,7 @@ def part_view(part: PartialRun) -> dict[str, Any]:
         ],
         "noise": {
             "samples": dict(part.noise.samples),
+            "repeats": dict(part.noise.repeats),
             "observations": [dataclasses.asdict(o) for o in part.noise.stats],
         },
         "accepted": part.accepted,
@@ -621,8 +622,15 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
                 r.strings(row, "examples", where),
                 r.get(row, "context", str, where),
                 _variation(r, r.get(row, "variation", dict, where), where),
+                r.strings(row, "shapes", where),
+                r.count(row, "over_time", where),
+                r.count(row, "timely", where),
+                r.get(row, "time_shape", str, where),
             )
         )
+    repeats = r.get(noise_view, "repeats", dict, "noise.")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in repeats.values()):
+        raise r.fail("noise.repeats: expected counts")
     accepted = r.get(view, "accepted", (dict, type(None)))
     if accepted is not None:
         for part in ("used", "expired", "stale"):
@@ -641,7 +649,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
             fallbacks=r.count(fallbacks, "count", "fallbacks."),
             fallback_examples=r.strings(fallbacks, "examples", "fallbacks."),
         ),
-        noise=NoiseState(tuple(samples.items()), tuple(observations)),
+        noise=NoiseState(tuple(samples.items()), tuple(observations), tuple(repeats.items())),
         accepted=accepted,
         selected=r.count(view, "selected"),
         complete=r.get(view, "complete", bool),

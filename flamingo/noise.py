@@ -542,10 +542,15 @@ class NoiseModel:
                     tuple(s.examples),
                     s.context,
                     s.variation.view(),
+                    tuple(sorted(s.shapes)),
+                    s.over_time,
+                    s.timely,
+                    s.time_shape,
                 )
                 for template, stats in self.stats.items()
                 for (kind, location), s in stats.items()
             ),
+            repeats=tuple(self.repeats.items()),
         )
 
     def absorb(self, state: NoiseState) -> None:
@@ -553,6 +558,8 @@ class NoiseModel:
         if one model had seen every sample (examples: the first `MAX_EXAMPLES` in order)."""
         for template, samples in state.samples:
             self.samples[template] = self.samples.get(template, 0) + samples
+        for template, repeats in state.repeats:
+            self.repeats[template] = self.repeats.get(template, 0) + repeats
         for row in state.stats:
             stats = self.stats.setdefault(row.template, {})
             stat = stats.setdefault((row.kind, row.location), NoiseStat())
@@ -560,6 +567,10 @@ class NoiseModel:
             stat.variation.absorb(Variation.from_view(row.variation))
             stat.examples.extend(row.examples[: MAX_EXAMPLES - len(stat.examples)])
             stat.context = stat.context or row.context
+            stat.shapes.update(row.shapes)
+            stat.over_time += row.over_time
+            stat.timely += row.timely
+            stat.time_shape = stat.time_shape or row.time_shape
 
 
 @dataclass(frozen=True)
@@ -573,6 +584,10 @@ class NoiseObservation:
     examples: tuple[str, ...] = ()
     context: str = ""
     variation: dict[str, Any] = field(default_factory=lambda: Variation().view())
+    shapes: tuple[str, ...] = ()  # the shapes old values took (`flamingo.shape`)
+    over_time: int = 0  # changed between repeats of one case sent over time
+    timely: int = 0  # old-vs-new differences where both were timestamps of now
+    time_shape: str = ""
 
 
 @dataclass(frozen=True)
@@ -581,6 +596,7 @@ class NoiseState:
 
     samples: tuple[tuple[str, int], ...] = ()
     stats: tuple[NoiseObservation, ...] = ()
+    repeats: tuple[tuple[str, int], ...] = ()  # repeat-to-repeat samples per template
 
 
 def _text_is_noise(

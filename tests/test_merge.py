@@ -451,3 +451,29 @@ def test_an_evidence_store_of_concatenated_stores_reads_whole(tmp_path: Any) -> 
     ids = [record["id"] for record in read_evidence(tmp_path)]
     assert ids == [f"s{shard}-{i}" for shard in range(3) for i in range(200)]
     assert set(find_evidence(tmp_path, {"s2-199", "s0-0"})) == {"s2-199", "s0-0"}
+
+
+def test_what_time_taught_the_noise_model_survives_the_round_trip_and_adds_up() -> None:
+    """Noise learned from time (repeats over time, timestamps of now, value shapes) is merged
+    like old-vs-old counts, so the merged noise rows say what a single run would."""
+    from flamingo.noise import NoiseObservation, NoiseState
+
+    observation = NoiseObservation(
+        "s::t", "body", "$.now", 0, ("1",), "", shapes=("epoch-ms",), over_time=2, timely=3,
+        time_shape="epoch-ms",
+    )  # fmt: skip
+    state = NoiseState((("s::t", 4),), (observation,), (("s::t", 5),))
+    original = dataclasses.replace(part(Tally(), shard=(1, 2)), noise=state)
+    again = part_from_view(json.loads(json.dumps(part_view(original))), "out/1")
+    assert again.noise == state
+    merged = merge_parts(
+        [
+            again,
+            dataclasses.replace(again, identity=dataclasses.replace(again.identity, shard=(2, 2))),
+        ]
+    ).noise
+    (row,) = merged.entries()
+    assert (row.location, row.samples) == ("$.now", 8)
+    assert (
+        "over time: 4 of 10 repeats" in row.evidence and "time: 6 x both epoch-ms" in row.evidence
+    )
