@@ -82,7 +82,7 @@ async def _serve(
         lambda record, out, sink: run_stage(session, record, out, sink),
         redact=session.redactor.text,
     )
-    executor.start(store.recover(interrupted))
+    queued = store.recover(interrupted)  # runs that were running are dead either way
     app = build_app(store, executor, stages, token)
     # A webhook waiting for its run must not hold up a SIGTERM for aiohttp's default minute.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
@@ -90,11 +90,13 @@ async def _serve(
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
-    except OSError as exc:
+    except OSError as exc:  # nothing queued is started by a server that cannot listen
         await runner.cleanup()
+        store.close()
         raise InputError(
             f"--listen: cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from exc
+    executor.start(queued)
     for address in runner.addresses:
         shown = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
         print(f"flamingo serve: listening on http://{shown}:{address[1]}", flush=True)
