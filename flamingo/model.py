@@ -183,6 +183,10 @@ class UpstreamSettings:
     body: bytes = b"flamingo origin\n"
 
 
+#: The name ``--stage`` gives ``gates.default`` (so no stage may be called that).
+DEFAULT_STAGE = "default"
+
+
 @dataclass(frozen=True)
 class Config:
     """A loaded targets.yaml."""
@@ -203,7 +207,7 @@ class Config:
     upstream: UpstreamSettings | None = None  # run the recording origin; compare what was forwarded
 
     def gate(self, stage: str | None) -> GateThresholds:
-        if stage is None:
+        if stage is None or stage == DEFAULT_STAGE:  # CONTRACT §3: --stage default
             return self.default_gate
         for name, thresholds in self.stages:
             if name == stage:

@@ -546,3 +546,23 @@ def test_old_replica_cannot_be_the_new_target(
     cases = suite(tmp_path / "s.yaml", "requests:\n  - {name: one, path: /ok}\n")
     assert run("--targets", config, "--suites", cases) == 2
     assert "old_replica is the new target's base_url" in capsys.readouterr().err
+
+
+def test_stage_default_names_the_default_gate_and_no_stage_may_shadow_it(
+    tmp_path: Path, servers: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red team: a stage called "default" with min_match_rate 0 passed `--stage default` runs
+    with a diff, where CONTRACT §3 says `--stage default` names gates.default."""
+    body = "requests:\n  - {name: d, path: /said, query: {old: '[1]', new: '[2]'}}\n"
+    cases = suite(tmp_path / "s.yaml", body)
+    lenient = "gates: {stages: {canary: {min_match_rate: 0}}}\n"
+    config = fault_targets(tmp_path, servers, lenient)
+    out = tmp_path / "default"
+    assert run("--targets", config, "--suites", cases, "--stage", "default", "--out", out) == 1
+    assert gate_of(out)["checks"][0] == {**gate_of(out)["checks"][0], "threshold": 1.0}
+    out = tmp_path / "canary"
+    assert run("--targets", config, "--suites", cases, "--stage", "canary", "--out", out) == 0
+    shadow = fault_targets(tmp_path, servers, "gates: {stages: {default: {min_match_rate: 0}}}\n")
+    capsys.readouterr()
+    assert run("--targets", shadow, "--suites", cases, "--stage", "default") == 2
+    assert "a stage cannot be called 'default'" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from flamingo.load.validate import (
     _workers,
 )
 from flamingo.model import (
+    DEFAULT_STAGE,
     GATE_KEYS,
     MIN_RATE,
     RUN_LIMITS,
@@ -214,6 +215,11 @@ def _gates(value: Any, at: _At) -> tuple[GateThresholds, tuple[tuple[str, GateTh
                     stages_map.key_line(name),
                 )
             stage_at = stages_at.key(stages_map, name)
+            if name == DEFAULT_STAGE:
+                raise stage_at.error(
+                    f"a stage cannot be called '{DEFAULT_STAGE}': --stage {DEFAULT_STAGE} names "
+                    "gates.default"
+                )
             checked = _apply(_optional_mapping(overrides, stage_at), stage_at, _GATE_RULES)
             stages.append((name, replace(default, **checked)))
     return default, tuple(stages)
