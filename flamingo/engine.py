@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from flamingo import __version__
 from flamingo.accepted import AcceptedList
 from flamingo.errors import HarnessError, InputError
-from flamingo.judge import Tally, TopRow, evaluate_gate, judge_case
+from flamingo.judge import ErrorRow, Tally, TopRow, evaluate_gate, judge_case
 from flamingo.merge import (
     PartialRun,
     RunIdentity,
@@ -245,6 +245,7 @@ class RunSummary:
     stage_rules: dict[str, Any] = field(default_factory=dict)  # `StageRun.document`
     selection: dict[str, str] = field(default_factory=dict)  # `Selection.shown`
     partial: PartialRun | None = None  # the run as a mergeable record (`flamingo.merge`)
+    errors: tuple[ErrorRow, ...] = ()  # transport errors grouped by target, kind and reason
 
     @property
     def exit_code(self) -> int:
@@ -738,6 +739,7 @@ def conclude(
         stage_rules=stage_rules or {},
         selection=selection or {},
         partial=partial,
+        errors=tuple(tally.top_errors()),
     )
     if redactor is None:
         redactor = files.redactor if files is not None else Redactor.for_config(config)

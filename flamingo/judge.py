@@ -45,6 +45,7 @@ never turn a failing check into a passing one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -227,8 +228,31 @@ class _Latency:
         return [(int(value_at(i)), int(n)) for i, n in enumerate(histogram.counts) if n]
 
 
+@dataclass(frozen=True)
+class ErrorRow:
+    """One error signature of a run: transport errors of one target, kind and reason, grouped
+    like differences (309 refused connections are one row, not 309)."""
+
+    target: str  # "old" | "new"
+    kind: str  # connect | timeout | reset | tls | protocol | ...
+    reason: str  # the message's reason part, numbers generalized: "connection refused"
+    count: int  # cases
+    example: str  # the first case id
+    message: str  # that case's message, whole
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def error_reason(message: str) -> str:
+    """What a transport error message says, without what varies per case: the part after its
+    last ``: `` (the library's reason, not the address), numbers as ``N``."""
+    reason = message.rsplit(": ", 1)[-1].strip() or message
+    return _NUMBER.sub("N", reason)
+
+
 class Tally:
-    """Accumulates `CaseResult`s into totals, latencies and difference clusters."""
+    """Accumulates `CaseResult`s into totals, latencies, difference and error signatures."""
 
     def __init__(self, fallback: FallbackRule | None = None) -> None:
         self.counts: dict[str, int] = {"match": 0, "diff": 0, "fail": 0, "error": 0}
@@ -237,6 +261,7 @@ class Tally:
         self.fallbacks = 0  # judged cases (outcome not error) whose new response was a fallback
         self.fallback_examples: list[str] = []
         self.top_differences: dict[ClusterKey, _Cluster] = {}
+        self.errors: dict[tuple[str, str, str], ErrorRow] = {}  # (target, kind, reason)
         self._latency = {target: _Latency() for target in TARGETS}
 
     def add(self, result: CaseResult) -> None:
@@ -250,6 +275,10 @@ class Tally:
             self._latency["new"].record(result.new.latency_ms)
         if result.differences:
             self._cluster(result)
+        if result.outcome == "error":
+            for target, exchange in (("old", result.old), ("new", result.new)):
+                if isinstance(exchange, TransportError):
+                    self._error(target, exchange, result.case.id)
         if (
             self.fallback is not None
             and result.outcome != "error"
@@ -259,6 +288,21 @@ class Tally:
             self.fallbacks += 1
             if len(self.fallback_examples) < MAX_EXAMPLES:
                 self.fallback_examples.append(result.case.id)
+
+    def _error(self, target: str, error: TransportError, case_id: str) -> None:
+        key = (target, error.kind, error_reason(error.message))
+        row = self.errors.get(key)
+        if row is None:
+            if len(self.errors) >= MAX_CLUSTERS:
+                key = (target, error.kind, "(other)")
+                row = self.errors.get(key)
+            if row is None:
+                row = ErrorRow(*key, 0, case_id, error.message)
+        self.errors[key] = replace(row, count=row.count + 1)
+
+    def top_errors(self) -> list[ErrorRow]:
+        """Every error signature: most cases first, ties by key."""
+        return sorted(self.errors.values(), key=lambda e: (-e.count, e.target, e.kind, e.reason))
 
     def _cluster(self, result: CaseResult) -> None:
         template = result.case.template
@@ -343,6 +387,7 @@ class Tally:
             clusters=tuple(self.top(None)),
             fallbacks=self.fallbacks,
             fallback_examples=tuple(self.fallback_examples),
+            errors=tuple(self.top_errors()),
         )
 
     def absorb(self, state: TallyState) -> None:
@@ -358,6 +403,12 @@ class Tally:
         self.fallback_examples.extend(state.fallback_examples[: max(room, 0)])
         for target, latency in state.latency:
             self._latency[target].absorb(latency)
+        for error in state.errors:
+            where = (error.target, error.kind, error.reason)
+            mine = self.errors.get(where)
+            self.errors[where] = (
+                error if mine is None else replace(mine, count=mine.count + error.count)
+            )
         for row in state.clusters:
             key = row.key
             cluster = self.top_differences.get(key)
@@ -394,6 +445,7 @@ class TallyState:
     clusters: tuple[TopRow, ...]  # every signature cluster, largest first
     fallbacks: int = 0  # judged cases whose new response was a fallback (targets.new.fallback)
     fallback_examples: tuple[str, ...] = ()
+    errors: tuple[ErrorRow, ...] = ()  # every error signature
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,3 +555,41 @@ def set_aside(result: CaseResult, kept: Sequence[Difference], **moved: Any) -> C
     if outcome == "diff" and not kept:
         outcome = "match"
     return replace(result, differences=tuple(kept), outcome=outcome, **moved)
+
+
+#: How a transport error kind reads in a one-line reason ("309 of 309 cases could not connect").
+_ERROR_PHRASES = {
+    "connect": "could not connect",
+    "timeout": "timed out",
+    "reset": "were cut off (reset or closed)",
+    "tls": "failed TLS",
+    "protocol": "got no valid HTTP response",
+}
+
+
+def gate_reason(gate: GateResult, errors: Sequence[ErrorRow]) -> str:
+    """One line saying why a verdict is not ``pass`` ('' for a pass): the run's own reason when
+    it did not complete; else the largest error signature (``new: 309 of 309 cases could not
+    connect (connection refused)``) and the gate's reason or first failing check."""
+    if gate.verdict == "pass":
+        return ""
+    if gate.verdict == "error":
+        return gate.reason or "the run did not complete"
+    parts = []
+    if errors:
+        top = errors[0]
+        phrase = _ERROR_PHRASES.get(top.kind, f"failed ({top.kind})")
+        line = f"{top.target}: {top.count} of {gate.totals.cases} cases {phrase} ({top.reason})"
+        if len(errors) > 1:
+            line += f", and {len(errors) - 1} more error signature(s)"
+        parts.append(line)
+    if gate.reason:
+        parts.append(gate.reason)
+    else:
+        failing = [c for c in gate.checks if not c.passed]
+        if failing:
+            first = failing[0]
+            observed = "n/a" if first.observed is None else f"{first.observed:g}"
+            more = f" (and {len(failing) - 1} more failing checks)" if len(failing) > 1 else ""
+            parts.append(f"{first.name}: observed {observed}, threshold {first.threshold}{more}")
+    return "; ".join(parts) or "the gate failed"

@@ -118,3 +118,37 @@ def test_all_is_true_in_every_module() -> None:
         for name in getattr(module, "__all__", ()):
             assert hasattr(module, name), f"{info.name}.__all__ lists {name}, which is missing"
     assert sorted(flamingo.__all__) == sorted([*flamingo._EXPORTS, "__version__"])
+
+
+def test_transport_errors_are_grouped_into_error_signatures(
+    demo_targets: dict[str, str], tmp_path: Path
+) -> None:
+    """new down: one error signature with every case, a one-line reason, not 30 copies."""
+    from faultserver import closed_port_url
+
+    config = load_config(REPO / "targets.yaml")
+    config = replace(
+        config,
+        old=replace(config.old, base_url=demo_targets["old"]),
+        new=replace(config.new, base_url=closed_port_url()),
+    )
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "suite: s\nrequests:\n  - name: 'user {{ i }}'\n    path: '/api/user/{{ i }}'\n"
+        f"    matrix: {{ i: [{', '.join(map(str, range(30)))}] }}\n"
+    )
+    session = Session(config, load_suites([suite]))
+    summary = session.run(options=RunOptions(out_dir=tmp_path / "out", concurrency=8)).wait()
+    gate = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert gate["verdict"] == "fail" and gate["complete"] is True
+    assert gate["reason"].startswith(
+        "new: 30 of 30 cases could not connect (connection refused)"
+    ), gate["reason"]
+    assert [(e["target"], e["kind"], e["reason"], e["count"]) for e in gate["errors"]] == [
+        ("new", "connect", "connection refused", 30)
+    ]
+    assert gate["errors"][0]["example"].startswith("s::user ")
+    assert gate["judgeResult"]["score"]["score"] < 100
+    assert summary.errors[0].count == 30
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Error signatures" in page

@@ -134,7 +134,11 @@ def test_fault_is_an_error_with_its_reason(
     gate = read_gate(out)
     assert code == 1
     assert gate["verdict"] == "fail"
-    assert "reason" not in gate
+    assert gate["reason"].startswith("new: 1 of 1 cases ")  # one line, the top error signature
+    assert [(e["target"], e["kind"], e["count"]) for e in gate["errors"]] == [
+        ("new", kind, 1),  # ties: by target
+        ("old", kind, 1),
+    ]
     assert outcome_totals(gate) == {"cases": 1, "match": 0, "diff": 0, "fail": 0, "error": 1}
     checks = {c["name"]: c for c in gate["checks"]}
     assert checks["max_error_rate"]["observed"] == 1.0

@@ -268,7 +268,10 @@ def _errors(console: Console, gate: dict[str, Any]) -> None:
     if not errors:
         return
     table = Table(title="error signatures", title_justify="left")
-    keys = [k for k in ("target", "kind", "count", "message", "example") if k in errors[0]]
+    wanted = ("target", "kind", "reason", "count", "example")  # reason: the grouped message
+    if "reason" not in errors[0]:
+        wanted = ("target", "kind", "count", "message", "example")
+    keys = [k for k in wanted if k in errors[0]]
     for key in keys:
         table.add_column(key, overflow="fold")
     for error in errors[:10]:

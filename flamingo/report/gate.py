@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flamingo import __version__
 from flamingo.errors import InputError
+from flamingo.judge import gate_reason
 from flamingo.noise import NoiseEntry
 from flamingo.signature import describe as describe_signature
 from flamingo.stage import judge_result
@@ -34,8 +35,9 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
         "started_at": summary.started_at,
         "finished_at": summary.finished_at,
     }
-    if gate.reason:
-        doc["reason"] = gate.reason
+    reason = gate_reason(gate, summary.errors)
+    if reason:  # whenever the verdict is not pass (CONTRACT §6)
+        doc["reason"] = reason
     doc["complete"] = True  # a finished run's document (the gate server serves false before)
     doc["judgeResult"] = judge_result(gate)
     doc["elapsed_s"] = summary.elapsed_s
@@ -62,6 +64,18 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
             "examples": list(row.examples),
         }
         for row in summary.signatures
+    ]
+    doc["errors"] = [
+        {
+            "target": e.target,
+            "kind": e.kind,
+            "reason": e.reason,
+            "count": e.count,
+            "share": round(e.count / cases, 6) if cases else 0.0,
+            "example": e.example,
+            "message": e.message,
+        }
+        for e in summary.errors
     ]
     doc["noise"] = [noise_row(entry) for entry in summary.noise]
     if summary.accepted is not None:
