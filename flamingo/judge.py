@@ -575,21 +575,30 @@ def gate_reason(gate: GateResult, errors: Sequence[ErrorRow]) -> str:
         return ""
     if gate.verdict == "error":
         return gate.reason or "the run did not complete"
-    parts = []
+    said = []
     if errors:
         top = errors[0]
         phrase = _ERROR_PHRASES.get(top.kind, f"failed ({top.kind})")
         line = f"{top.target}: {top.count} of {gate.totals.cases} cases {phrase} ({top.reason})"
         if len(errors) > 1:
             line += f", and {len(errors) - 1} more error signature(s)"
-        parts.append(line)
-    if gate.reason:
-        parts.append(gate.reason)
-    else:
-        failing = [c for c in gate.checks if not c.passed]
-        if failing:
-            first = failing[0]
-            observed = "n/a" if first.observed is None else f"{first.observed:g}"
-            more = f" (and {len(failing) - 1} more failing checks)" if len(failing) > 1 else ""
-            parts.append(f"{first.name}: observed {observed}, threshold {first.threshold}{more}")
+        said.append(line)
+    why = gate.reason
+    failing = [c for c in gate.checks if not c.passed]
+    if not why and failing:
+        first = failing[0]
+        more = f" (and {len(failing) - 1} more failing checks)" if len(failing) > 1 else ""
+        why = f"{first.name} observed {_shown(first.observed)}, threshold {_shown(first.threshold)}"
+        why += more
+    if why:
+        # Errors lead when they are most of the run (a target down); else the failing check.
+        mostly_errors = 2 * gate.totals.error >= gate.totals.cases > 0
+        said = [*said, why] if mostly_errors else [why, *said]
+    parts = said
     return "; ".join(parts) or "the gate failed"
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g}" if isinstance(value, float) else str(value)

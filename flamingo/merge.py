@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from flamingo.errors import InputError
-from flamingo.judge import LatencyState, Tally, TallyState, TopRow, evaluate_gate
+from flamingo.judge import ErrorRow, LatencyState, Tally, TallyState, TopRow, evaluate_gate
 from flamingo.model import (
     OUTCOMES,
     AcceptedRule,
@@ -454,6 +454,7 @@ def part_view(part: PartialRun) -> dict[str, Any]:
             "count": part.tally.fallbacks,
             "examples": list(part.tally.fallback_examples),
         },
+        "errors": [dataclasses.asdict(e) for e in part.tally.errors],  # error signatures
         "latency": {
             target: {
                 "histogram": state.histogram,
@@ -558,6 +559,18 @@ def _variation(r: _Reader, data: dict[str, Any], where: str) -> dict[str, Any]:
         raise r.fail(f"{where}variation: {exc}") from None
 
 
+def _error_row(r: _Reader, row: Any) -> ErrorRow:
+    where = "errors[]."
+    return ErrorRow(
+        target=r.get(row, "target", str, where),
+        kind=r.get(row, "kind", str, where),
+        reason=r.get(row, "reason", str, where),
+        count=r.count(row, "count", where),
+        example=r.get(row, "example", str, where),
+        message=r.get(row, "message", str, where),
+    )
+
+
 def part_from_view(view: Any, source: str = "") -> PartialRun:
     """partial.json's data -> `PartialRun`, checked field by field (InputError names the file)."""
     r = _Reader(source)
@@ -648,6 +661,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
             clusters=tuple(clusters),
             fallbacks=r.count(fallbacks, "count", "fallbacks."),
             fallback_examples=r.strings(fallbacks, "examples", "fallbacks."),
+            errors=tuple(_error_row(r, row) for row in view.get("errors") or ()),
         ),
         noise=NoiseState(tuple(samples.items()), tuple(observations), tuple(repeats.items())),
         accepted=accepted,
@@ -949,6 +963,7 @@ def merge_dirs(paths: Sequence[Path], out: Path, stage: str | None, console: Any
         out_dir=out,
         partial=whole,
         stage_rules={"fallback": fallback_view(merged.tally)} if whole.counts_fallbacks else {},
+        errors=tuple(merged.tally.top_errors()),
     )
     document = gate_document(summary)  # the one builder of gate.json, as for any run
     if evidence is not None:
