@@ -355,6 +355,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from flamingo.load import load_config
 
+    out = config.getoption("flamingo_out")
+    if out and not hasattr(config, "workerinput"):
+        try:  # refused before anything is sent, as `flamingo run --out` is
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"--flamingo-out: cannot write to {out}: {exc.strerror}"
+            ) from None
     try:
         loaded = load_config(path)
         stage = config.getoption("flamingo_stage")

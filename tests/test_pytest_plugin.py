@@ -194,3 +194,9 @@ def test_the_session_fails_when_the_gate_fails(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = _pytest(tmp_path, "--flamingo-targets", "targets.yaml", "--flamingo-stage", "nope", ".")
     assert proc.returncode == 4 and "unknown stage 'nope'" in proc.stderr
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    proc = _pytest(
+        tmp_path, "--flamingo-targets", "targets.yaml", "--flamingo-out", "blocker/o", "."
+    )
+    assert proc.returncode == 4 and "--flamingo-out: cannot write" in proc.stderr
+    assert "1 passed" not in proc.stdout and "1 failed" not in proc.stdout  # nothing ran
