@@ -30,7 +30,7 @@ from flamingo.engine import (
     Session,
     default_out_dir,
 )
-from flamingo.errors import FlamingoError, InputError
+from flamingo.errors import FlamingoError, HarnessError, InputError
 from flamingo.model import Target
 from flamingo.process import SIGNALS, Interrupted
 from flamingo.report.redact import Redactor
@@ -424,7 +424,7 @@ def bundled_path(name: str) -> Path:
     for candidate in (here / "_bundled" / name, here.parent / name):
         if candidate.exists():
             return candidate
-    raise FlamingoError(f"bundled demo file {name} is missing from this installation")
+    raise HarnessError(f"bundled demo file {name} is missing from this installation")
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
@@ -633,12 +633,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return COMMANDS[args.command](args, console)
     except Interrupted as exc:  # while loading, counting or listing: nothing was sent
         return _interrupted(args, exc)
-    except InputError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INPUT
     except FlamingoError as exc:
-        print(f"flamingo: {_redacted(args, str(exc))}", file=sys.stderr)
-        return EXIT_HARNESS
+        return _failed(args, exc)
     except KeyboardInterrupt:
         print("flamingo: interrupted", file=sys.stderr)
         return EXIT_HARNESS
@@ -651,6 +647,17 @@ def _main(argv: Sequence[str] | None) -> int:
         if os.environ.get("FLAMINGO_DEBUG"):
             print(_redacted(args, traceback.format_exc()), file=sys.stderr, end="")
         return EXIT_HARNESS
+
+
+def _failed(args: argparse.Namespace, exc: FlamingoError) -> int:
+    """The one place the exception tree (`flamingo.errors`) becomes an exit code: bad input is
+    2 and printed as it is (``FILE:LINE: message``); any other flamingo error - a
+    `HarnessError` - is 3, its message redacted (it may quote a target's answer)."""
+    if isinstance(exc, InputError):
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    print(f"flamingo: {_redacted(args, str(exc))}", file=sys.stderr)
+    return EXIT_HARNESS
 
 
 def _interrupted(args: argparse.Namespace, exc: Interrupted) -> int:

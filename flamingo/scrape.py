@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
+from flamingo.errors import ScrapeError
 from flamingo.model import Config, GateThresholds
 from flamingo.stage import MetricReading, ResourceScrapes, read_metrics
 
@@ -24,11 +25,6 @@ __all__ = ["MAX_BYTES", "ResourceWatch", "ScrapeError", "scrape"]
 
 #: The largest exposition read; a node exporter's is ~100 KiB.
 MAX_BYTES = 16 * 1024 * 1024
-
-
-class ScrapeError(Exception):
-    """A metrics endpoint could not be read (the message names the target, never the URL,
-    which may carry a secret)."""
 
 
 def scrape(

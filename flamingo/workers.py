@@ -46,6 +46,7 @@ from itertools import islice
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from flamingo.errors import WorkerFailed
 from flamingo.model import Case, Exchange, RunSettings, Target
 from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
 from flamingo.send import Handle, Sender, TransportFactory, WireRequest, pair_tasks
@@ -228,10 +229,6 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
 # --------------------------------------------------------------------------------------------
 # The parent's side
 # --------------------------------------------------------------------------------------------
-
-
-class WorkerFailed(RuntimeError):
-    """A send worker died or crashed: the run cannot be judged completely."""
 
 
 @dataclass
