@@ -31,7 +31,7 @@ from flamingo.engine import (
     default_out_dir,
 )
 from flamingo.errors import FlamingoError, HarnessError, InputError
-from flamingo.model import Target
+from flamingo.model import Target, worker_count
 from flamingo.process import SIGNALS, Interrupted
 from flamingo.report.redact import Redactor
 
@@ -112,13 +112,14 @@ _non_negative_float = _number_arg(float, 0)
 
 
 def _workers(text: str) -> int:
-    if text.strip() == "auto":
-        return 0  # flamingo.workers.plan decides
+    """``auto`` (0) or a count >= 1: `flamingo.model.worker_count` of the argument."""
     try:
-        return int(_positive_int(text))
-    except argparse.ArgumentTypeError:
-        message = f"expected 'auto' or an integer >= 1, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+        return worker_count(int(text))
+    except ValueError:
+        try:
+            return worker_count(text)  # auto
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
 
 def _add_files(p: argparse.ArgumentParser) -> None:

@@ -65,6 +65,7 @@ from flamingo.model import (
     GateThresholds,
     RunSettings,
     Totals,
+    worker_count,
 )
 from flamingo.noise import NoiseEntry, NoiseLearner, NoiseModel
 from flamingo.process import (
@@ -189,7 +190,7 @@ _OVERRIDES = (
     ("concurrency", "concurrency", 1, "--concurrency: expected an integer >= 1"),
     ("rate", "rate_limit", 0, "--rate: expected a number >= 0"),
     ("max_requests", "max_requests", 0, "--max-requests: expected an integer >= 0"),
-    ("workers", "workers", 0, "--workers: expected 'auto' or an integer >= 1"),  # 0 = auto
+    ("workers", "workers", None, "--workers"),  # `worker_count` checks it (0 = auto here)
 )
 
 
@@ -383,7 +384,12 @@ class Session:
         for option, setting, lowest, message in _OVERRIDES:
             value = getattr(options, option)
             if value is not None:
-                if value < lowest:
+                if lowest is None:
+                    try:
+                        worker_count("auto" if value == 0 else value)
+                    except ValueError as exc:
+                        raise InputError(f"{message}: {exc}") from None
+                elif value < lowest:
                     raise InputError(message)
                 if setting == "rate_limit" and 0 < value < MIN_RATE:
                     raise InputError(f"--rate: expected 0 or at least {MIN_RATE:g}, got {value}")

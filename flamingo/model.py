@@ -58,6 +58,22 @@ RUN_LIMITS: dict[str, float] = {
 #: The slowest pace `rate_limit` may set (requests/second per target) other than 0, "unpaced":
 #: below it the pause between two requests outgrows any run (1e-320 would be an endless one).
 MIN_RATE = 0.001
+#: What a send-worker count may be (`worker_count`), said alike by every front door.
+WORKERS_EXPECTED = "expected 'auto' or an integer >= 1"
+
+
+def worker_count(value: object) -> int:
+    """A send-worker count: ``auto`` (stored as 0: `flamingo.workers.plan` decides) or a process
+    count >= 1; `ValueError` (`WORKERS_EXPECTED`) otherwise.
+
+    The one check of it: targets.yaml ``run.workers``, ``--workers`` and `RunOptions.workers`
+    all come through here; each door first reads its own text (a ``${VAR}``, an argument) and
+    says where the value was. The upper bound is `RUN_LIMITS`, as for every run setting."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(WORKERS_EXPECTED)
+    return value
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,28 @@ from faultserver import (
 
 from flamingo.engine import RunOptions, Session
 from flamingo.load import load_config, load_suites
-from flamingo.model import Case, Exchange, Response, RunSettings, Target
+from flamingo.model import (
+    WORKERS_EXPECTED,
+    Case,
+    Exchange,
+    Response,
+    RunSettings,
+    Target,
+    worker_count,
+)
 from flamingo.workers import AUTO_MAX_WORKERS, AUTO_MIN_CASES, cpu_count, plan, worker_settings
+
+
+@pytest.mark.parametrize(("value", "count"), [("auto", 0), (" auto ", 0), (1, 1), (64, 64)])
+def test_worker_count(value: object, count: int) -> None:
+    assert worker_count(value) == count
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5, "3", "many", None])
+def test_worker_count_refuses(value: object) -> None:
+    """The one check every door (targets.yaml, --workers, RunOptions) goes through."""
+    with pytest.raises(ValueError, match=f"^{WORKERS_EXPECTED}$"):
+        worker_count(value)
 
 
 def run_flamingo(*args: object) -> subprocess.CompletedProcess[str]:

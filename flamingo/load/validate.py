@@ -25,6 +25,7 @@ from flamingo.model import (
     CompareRules,
     Headers,
     Mask,
+    worker_count,
 )
 from flamingo.normalize import compile_json_path
 from flamingo.regex import Regex, RegexError
@@ -200,13 +201,11 @@ def _int_at_least(minimum: int) -> Rule:
 
 
 def _workers(value: Any, at: _At) -> int:
-    """``auto`` (stored as 0: `flamingo.workers.plan` decides) or a process count >= 1."""
-    if isinstance(value, str) and value.strip() == "auto":
-        return 0
-    checked = _from_env(value, int)
-    if isinstance(checked, bool) or not isinstance(checked, int) or checked < 1:
-        raise at.error(f"expected 'auto' or an integer >= 1, got {_describe(value)}")
-    return checked
+    """`flamingo.model.worker_count` of the value (a whole ``${VAR}`` read as an integer)."""
+    try:
+        return worker_count(_from_env(value, int))
+    except ValueError as exc:
+        raise at.error(f"{exc}, got {_describe(value)}") from None
 
 
 def _number(low: float, high: float = math.inf, *, above: bool = False) -> Rule:
