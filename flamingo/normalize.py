@@ -5,19 +5,22 @@ no sockets, no clocks, no printing, no files.
 
 Theory of operation
 -------------------
-Normalization is a chain of small rule functions with one shared signature, in the manner of
-structlog's processors: each rule takes the value built so far plus the suite's `CompareRules`
-and returns the (possibly same, possibly mutated) value. A rule that has nothing to do returns
-its input untouched, so a suite without ``compare:`` rules pays for detection only.
+Header rules are data (a set of dropped names, the names ``Connection`` lists, masks) applied in
+one pass, because headers are normalized on almost every case. Body normalization is a chain of
+small rule functions with one shared signature, in the manner of structlog's processors: each
+rule takes the value built so far plus the suite's `CompareRules` and returns the (possibly
+same, possibly mutated) value. A rule that has nothing to do returns its input untouched, so a
+suite without ``compare:`` rules pays for detection only.
 
-Headers (`HeaderRule`, applied in `HEADER_RULES` order to a ``{lower-case name: [values]}`` map):
+Headers (`normalize_headers`, on a ``{lower-case name: [values]}`` map) drop or change, in one
+pass:
 
-    rule                     drops / changes                           why
-    drop_connection_listed   every name listed in ``Connection``       hop-by-hop by declaration
-    drop_transport_headers   `TRANSPORT_HEADERS` (framing, hop-by-hop,  differ with the wire, not
-                             content-encoding)                         with the resource
-    drop_ignored_headers     ``rules.ignore_headers``                  the suite said so
-    mask_header_values       ``rules.mask`` regexes on every value     ids, timestamps, ...
+    what                     drops / changes                           why
+    Connection-listed        every name listed in ``Connection``       hop-by-hop by declaration
+    `TRANSPORT_HEADERS`      framing, hop-by-hop, content-encoding     differ with the wire, not
+                                                                       with the resource
+    ``rules.ignore_headers`` those names (case-insensitively)          the suite said so
+    ``rules.mask``           regexes on every kept value, in order     ids, timestamps, ...
 
 then every name's values are sorted: the order of repeated field lines never counts.
 
@@ -75,85 +78,25 @@ TRANSPORT_HEADERS: frozenset[str] = frozenset(
 )
 
 HeaderMap = dict[str, list[str]]
-HeaderRule = Callable[[HeaderMap, CompareRules], HeaderMap]
 NormalizedHeaders = dict[str, tuple[str, ...]]
-
-
-def drop_connection_listed(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
-    """Drop every header named in ``Connection`` (those are hop-by-hop by declaration)."""
-    listed = headers.get("connection")
-    if listed:
-        for value in listed:
-            for token in value.split(","):
-                headers.pop(token.strip().lower(), None)
-    return headers
-
-
-def drop_transport_headers(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
-    """Drop framing, hop-by-hop and content-encoding headers (`TRANSPORT_HEADERS`)."""
-    for name in TRANSPORT_HEADERS.intersection(headers):
-        del headers[name]
-    return headers
-
-
-def drop_ignored_headers(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
-    """Drop the suite's ``ignore_headers`` (names compared case-insensitively)."""
-    if rules.ignore_headers:
-        for name in _lower_names(rules.ignore_headers).intersection(headers):
-            del headers[name]
-    return headers
-
-
-def mask_header_values(headers: HeaderMap, rules: CompareRules) -> HeaderMap:
-    """Apply the suite's masks to every header value."""
-    if rules.mask:
-        for name, values in headers.items():
-            headers[name] = [mask_text_value(value, rules.mask) for value in values]
-    return headers
-
-
-HEADER_RULES: tuple[HeaderRule, ...] = (
-    # Connection must be read before drop_transport_headers removes it.
-    drop_connection_listed,
-    drop_transport_headers,
-    drop_ignored_headers,
-    mask_header_values,
-)
-
-
-#: The chain as defined here; `normalize_headers` runs it fused while `HEADER_RULES` is this.
-_BUILTIN_HEADER_RULES = HEADER_RULES
-
-
-def normalize_headers(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
-    """Lower-case names, run `HEADER_RULES`, and sort each name's values.
-
-    Idempotent as long as no mask's replacement matches its own pattern.
-    """
-    if HEADER_RULES is _BUILTIN_HEADER_RULES:
-        return _normalize_builtin(headers, rules)
-    collected: HeaderMap = {}
-    for name, value in headers:
-        # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
-        collected.setdefault(name.lower(), []).append(value.strip())
-    for rule in HEADER_RULES:
-        collected = rule(collected, rules)
-    return {name: tuple(sorted(values)) for name, values in collected.items()}
 
 
 @functools.lru_cache(maxsize=256)
 def _dropped_names(ignore_headers: frozenset[str]) -> frozenset[str]:
+    # The built-in drops plus the suite's: one set, built once per distinct ``ignore_headers``.
     return TRANSPORT_HEADERS | _lower_names(ignore_headers)
 
 
-def _normalize_builtin(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
-    """The built-in `HEADER_RULES` fused into one pass, with the same result (the tests hold
-    the two together): this runs twice per case whose raw headers differ, i.e. on almost every
-    case (Date, request ids), so it is worth half the cost of the chain.
+def normalize_headers(headers: Headers, rules: CompareRules) -> NormalizedHeaders:
+    """Lower-case names, apply the header rules (module docstring) in one pass, and sort each
+    name's values.
 
-    Transport and ignored names are skipped while collecting, except that Connection's values
-    are kept aside; the names they list are dropped next (dropping a name before or after
-    another rule's drops changes nothing); then masks, then each name's values are sorted.
+    The rules are data, not code: one set of dropped names (`TRANSPORT_HEADERS` plus
+    ``rules.ignore_headers``), the names ``Connection`` lists, then ``rules.mask``. This runs
+    twice per case whose raw headers differ, i.e. on almost every case (Date, request ids), so
+    it is written as one loop: dropping a name before or after another drop changes nothing,
+    and Connection's values are kept aside while collecting, so the order of the drops does not
+    matter. Idempotent as long as no mask's replacement matches its own pattern.
     """
     dropped = _dropped_names(rules.ignore_headers)
     collected: HeaderMap = {}
