@@ -33,7 +33,7 @@ from flamingo.model import (
     Target,
     TransportError,
 )
-from flamingo.report import files
+from flamingo.report import files, rows
 from flamingo.report.redact import Redactor
 from flamingo.send import Sender
 
@@ -109,7 +109,7 @@ def test_connection_lists_names_dropped_wherever_they_appear() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# results.jsonl and junit.xml: the plain-match writer == the general writer
+# results.jsonl and junit.xml: the plain-match row == the general row
 # --------------------------------------------------------------------------------------------
 
 TEXT = st.text(
@@ -166,11 +166,12 @@ RESULTS = st.builds(
 
 def _written(tmp: Path, results: list[CaseResult], fast: bool) -> tuple[str, str]:
     writer = files.RunFiles(tmp, Redactor())
-    if not fast:
-        writer._write_plain_match = lambda result: False  # type: ignore[method-assign]
     redactor = Redactor(["secret", "s::"])
-    for result in results:
-        writer.write(redactor.result(result))  # as the engine hands them over
+    with pytest.MonkeyPatch.context() as patch:
+        if not fast:  # every row through dumps(result_view(...)) and the row-based junit case
+            patch.setattr(rows, "_plain_match_line", lambda result: None)
+        for result in results:
+            writer.write(redactor.result(result))  # as the engine hands them over
     writer.flush()
     return (
         (tmp / "results.jsonl").read_text(encoding="utf-8"),
@@ -188,12 +189,20 @@ def test_plain_match_rows_are_written_as_the_general_writer_writes_them(
     assert fast == slow
 
 
-def test_the_plain_match_writer_takes_plain_matches_only() -> None:
+@settings(max_examples=300)
+@given(RESULTS)
+def test_result_line_is_dumps_of_the_result_view(result: CaseResult) -> None:
+    line, _ = rows.result_line(result)
+    assert line == rows.dumps(rows.result_view(result))
+
+
+def test_the_plain_match_line_takes_plain_matches_only() -> None:
     plain = _result("a", "/a", _response(1.5, 4, "OK"), _response(2.5, 4, "OK"), False, False)
-    assert files._plain_match_texts(plain) is not None
+    assert rows._plain_match_line(plain) is not None
+    assert rows.result_line(plain)[1] is None  # the fast path was taken
     retried = _result("a", "/a", _response(1.5, 4, "OK", attempts=2), plain.new, False, False)
-    assert files._plain_match_texts(retried) is None
-    assert files._plain_match_texts(_result("a", "/a", plain.old, plain.new, True, False)) is None
+    assert rows._plain_match_line(retried) is None
+    assert rows._plain_match_line(_result("a", "/a", plain.old, plain.new, True, False)) is None
 
 
 JSON_VALUES = st.recursive(
@@ -206,11 +215,11 @@ JSON_VALUES = st.recursive(
 @given(JSON_VALUES)
 def test_dumps_is_json_dumps(value: Any) -> None:
     expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    assert files.dumps(value) == expected
+    assert rows.dumps(value) == expected
 
 
 def test_dumps_keeps_the_default_for_other_types() -> None:
-    assert files.dumps({"a": Path("x"), "b": (1, 2)}) == '{"a":"x","b":[1,2]}'
+    assert rows.dumps({"a": Path("x"), "b": (1, 2)}) == '{"a":"x","b":[1,2]}'
 
 
 @given(st.text())

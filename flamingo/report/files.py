@@ -18,12 +18,17 @@ from xml.sax.saxutils import escape, quoteattr
 
 from flamingo.errors import InputError
 from flamingo.merge import PARTIAL_FILE
-from flamingo.model import CaseResult, Exchange, GateResult, Response, Totals
+from flamingo.model import CaseResult, GateResult, Totals
 from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex
 from flamingo.report.evidence import FILE_NAME as EVIDENCE_FILE
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
 from flamingo.report.redact import Redactor
-from flamingo.report.rows import describe_difference, describe_error, describe_failure, result_view
+from flamingo.report.rows import (
+    describe_difference,
+    describe_error,
+    describe_failure,
+    result_line,
+)
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -44,101 +49,9 @@ def _xml_attr(text: str) -> str:
     return quoteattr(_XML_ILLEGAL.sub("\ufffd", text))
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-# `JSONEncoder.encode` builds a new C encoder on every call; a results.jsonl line is written per
-# case, so build it once (same arguments as `JSONEncoder.iterencode` passes; the pure-Python
-# encoder where the C one is missing).
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_encode_row = (
-    _c_make_encoder(
-        None,  # no circular check (a row is a tree; a shared marker dict could go stale)
-        _JSON.default,
-        json.encoder.encode_basestring,  # ensure_ascii=False
-        None,
-        ":",
-        ",",
-        False,
-        False,
-        True,
-    )
-    if _c_make_encoder is not None
-    else None
-)
-
-
-def dumps(value: Any) -> str:
-    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)``, faster."""
-    if _encode_row is None:  # pragma: no cover - CPython always has the C encoder
-        return _JSON.encode(value)
-    return "".join(_encode_row(value, 0))
-
-
-_json_str = json.encoder.encode_basestring  # what dumps uses for str (ensure_ascii=False)
-
-
-def _json_float(value: float) -> str | None:
-    """A float as json.dumps writes it; None for what it would spell NaN/Infinity."""
-    return float.__repr__(value) if value - value == 0.0 else None
-
-
-def _exchange_json(response: Exchange | None) -> tuple[str, float] | None:
-    """`rows.exchange_view` of a plain response as JSON text, and its rounded latency."""
-    if (
-        not isinstance(response, Response)
-        or response.attempts != 1
-        or response.body_sha256
-        or response.ending  # raw exchanges and the upstream view take the general path
-        or response.upstream is not None
-        or type(response.status) is not int
-        or type(response.latency_ms) is not float
-    ):
-        return None
-    latency = round(response.latency_ms, 3)
-    latency_text = _json_float(latency)
-    if latency_text is None:
-        return None
-    size = response.body_size if response.body_size >= 0 else len(response.body)
-    text = (
-        f'{{"status":{response.status},"reason":{_json_str(response.reason)},'
-        f'"latency_ms":{latency_text},"body_bytes":{size}}}'
-    )
-    return text, latency
-
-
-def _plain_match_texts(result: CaseResult) -> tuple[str, str] | None:
-    """(results.jsonl line, junit test case) of a plain match, or None for any other result.
-
-    A plain match: outcome match, nothing differed, failed, was noise or accepted, no replica,
-    both sides a `Response` answered at the first attempt and kept whole. Mirrors
-    ``dumps(result_view(result))`` and `RunFiles._write_junit_case`: a change to either must
-    change this too (the equivalence tests fail until it does).
-    """
-    if (
-        result.outcome != "match"
-        or result.differences
-        or result.failures
-        or result.noise
-        or result.accepted
-        or result.old_replica is not None
-    ):
-        return None
-    old = _exchange_json(result.old)
-    new = _exchange_json(result.new)
-    if old is None or new is None:
-        return None
-    case = result.case
-    line = (
-        f'{{"id":{_json_str(case.id)},"suite":{_json_str(case.suite)},'
-        f'"name":{_json_str(case.name)},"outcome":"match","method":{_json_str(case.method)},'
-        f'"path":{_json_str(case.path)},"differences":[],"failures":[],'
-        f'"old":{old[0]},"new":{new[0]}}}'
-    )
-    seconds = max(old[1] or 0.0, new[1] or 0.0) / 1000.0
-    junit = (
-        f"    <testcase classname={_xml_attr(case.suite)} name={_xml_attr(case.name)}"
-        f' time="{seconds:.6f}" />\n'
-    )
-    return line, junit
+def _junit_seconds(old_ms: float | None, new_ms: float | None) -> float:
+    """A test case's time: the slower side's (rounded) latency, in seconds."""
+    return max(old_ms or 0.0, new_ms or 0.0) / 1000.0
 
 
 class RunFiles:
@@ -168,11 +81,18 @@ class RunFiles:
             )
 
     def write(self, result: CaseResult) -> None:
-        if self._write_plain_match(result):
-            return
-        row = result_view(result)
-        self._results.write(dumps(row))
+        line, row = result_line(result)
+        self._results.write(line)
         self._results.write("\n")
+        if row is None:
+            # A plain match (`rows.result_line`): a passing test case is all it adds; no
+            # evidence, signature or page row.
+            seconds = _junit_seconds(
+                round(result.old.latency_ms, 3), round(result.new.latency_ms, 3)
+            )
+            self._write_testcase(result.case.suite, result.case.name, seconds, None)
+            self._count_row()
+            return
         if self.evidence is not None and wants_evidence(result):
             self.evidence.write(result)
         if result.outcome != "match":
@@ -189,26 +109,12 @@ class RunFiles:
         self._write_junit_case(row)
         if row["outcome"] != "match":
             self.index.add_row(row)
-        self._pending += 1
-        if self._pending >= _FLUSH_EVERY:
-            self.flush()
+        self._count_row()
 
-    def _write_plain_match(self, result: CaseResult) -> bool:
-        """The hot path: most cases of a healthy run are plain matches. Writes their
-        results.jsonl line and junit test case straight from the records - byte for byte what
-        the general path writes from ``result_view`` (tests/test_fast_paths.py holds the two
-        together), at a fraction of the cost. False, and nothing written, for anything else."""
-        texts = _plain_match_texts(result)
-        if texts is None:
-            return False
-        line, junit = texts
-        self._results.write(line + "\n")
-        self.counts["tests"] += 1
-        self._junit_part.write(junit)
+    def _count_row(self) -> None:
         self._pending += 1
         if self._pending >= _FLUSH_EVERY:
             self.flush()
-        return True
 
     def flush(self) -> None:
         self._pending = 0
@@ -219,17 +125,22 @@ class RunFiles:
             self.evidence.flush()
 
     def _write_junit_case(self, row: dict[str, Any]) -> None:
+        seconds = _junit_seconds(row["old"].get("latency_ms"), row["new"].get("latency_ms"))
+        self._write_testcase(row["suite"], row["name"], seconds, row)
+
+    def _write_testcase(
+        self, suite: str, name: str, seconds: float, row: dict[str, Any] | None
+    ) -> None:
+        """One junit test case; ``row`` is None for a plain match (`rows.result_line`)."""
         self.counts["tests"] += 1
-        latency = [v.get("latency_ms") or 0.0 for v in (row["old"], row["new"])]
-        seconds = max(latency) / 1000.0
         head = (
-            f"    <testcase classname={_xml_attr(row['suite'])} name={_xml_attr(row['name'])}"
+            f"    <testcase classname={_xml_attr(suite)} name={_xml_attr(name)}"
             f' time="{seconds:.6f}"'
         )
-        outcome = row["outcome"]
-        if outcome == "match":
+        if row is None or row["outcome"] == "match":
             self._junit_part.write(head + " />\n")
             return
+        outcome = row["outcome"]
         lines: list[str] = []
         if outcome == "error":
             self.counts["errors"] += 1

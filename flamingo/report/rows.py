@@ -1,8 +1,10 @@
 """Plain-dict views of judged records: the one shape results.jsonl, junit.xml and the HTML page
-render from, so the three never disagree about what a case looked like."""
+render from, so the three never disagree about what a case looked like; and `result_line`, the
+one serializer of a results.jsonl row."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flamingo.model import (
@@ -156,3 +158,115 @@ def describe_failure(failure: ExpectFailure | dict[str, Any]) -> str:
 
 def describe_error(view: dict[str, Any], target: str) -> str:
     return f"{target}: {view['error']}: {view['message']}"
+
+
+# --------------------------------------------------------------------------------------------
+# results.jsonl rows
+# --------------------------------------------------------------------------------------------
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+# `JSONEncoder.encode` builds a new C encoder on every call; a results.jsonl line is written per
+# case, so build it once (same arguments as `JSONEncoder.iterencode` passes; the pure-Python
+# encoder where the C one is missing).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_row = (
+    _c_make_encoder(
+        None,  # no circular check (a row is a tree; a shared marker dict could go stale)
+        _JSON.default,
+        json.encoder.encode_basestring,  # ensure_ascii=False
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)``, faster."""
+    if _encode_row is None:  # pragma: no cover - CPython always has the C encoder
+        return _JSON.encode(value)
+    return "".join(_encode_row(value, 0))
+
+
+_json_str = json.encoder.encode_basestring  # what dumps uses for str (ensure_ascii=False)
+
+
+def _json_float(value: float) -> str | None:
+    """A float as json.dumps writes it; None for what it would spell NaN/Infinity."""
+    return float.__repr__(value) if value - value == 0.0 else None
+
+
+def _exchange_json(response: Exchange) -> str | None:
+    """`exchange_view` of a plain response as JSON text; None for any other exchange."""
+    if (
+        not isinstance(response, Response)
+        or response.attempts != 1
+        or response.body_sha256
+        or response.ending  # raw exchanges and the upstream view take the general path
+        or response.upstream is not None
+        or type(response.status) is not int
+        or type(response.latency_ms) is not float
+    ):
+        return None
+    latency = round(response.latency_ms, 3)
+    latency_text = _json_float(latency)
+    if latency_text is None:
+        return None
+    size = response.body_size if response.body_size >= 0 else len(response.body)
+    text = (
+        f'{{"status":{response.status},"reason":{_json_str(response.reason)},'
+        f'"latency_ms":{latency_text},"body_bytes":{size}}}'
+    )
+    return text
+
+
+def _plain_match_line(result: CaseResult) -> str | None:
+    """`result_line` of a plain match, spelled straight from the records; None for any other
+    result.
+
+    A plain match: outcome match, nothing differed, failed, was noise or accepted, no replica,
+    both sides a `Response` answered at the first attempt and kept whole. Byte for byte
+    ``dumps(result_view(result))`` (tests/test_fast_paths.py generates results to hold the two
+    together): a field added to `result_view` or `exchange_view` must be added here too, or the
+    result excluded above.
+    """
+    if (
+        result.outcome != "match"
+        or result.differences
+        or result.failures
+        or result.noise
+        or result.accepted
+        or result.old_replica is not None
+    ):
+        return None
+    old = _exchange_json(result.old)
+    new = _exchange_json(result.new)
+    if old is None or new is None:
+        return None
+    case = result.case
+    return (
+        f'{{"id":{_json_str(case.id)},"suite":{_json_str(case.suite)},'
+        f'"name":{_json_str(case.name)},"outcome":"match","method":{_json_str(case.method)},'
+        f'"path":{_json_str(case.path)},"differences":[],"failures":[],'
+        f'"old":{old},"new":{new}}}'
+    )
+
+
+def result_line(result: CaseResult) -> tuple[str, dict[str, Any] | None]:
+    """The results.jsonl line of ``result`` (no newline): the one function that serializes a
+    row, and the `result_view` it encoded - None for a plain match.
+
+    Most rows of a healthy run are plain matches; their line is spelled straight from the
+    records (`_plain_match_line`, the same bytes at about half the cost: no view dict is
+    built), everything else is ``dumps(result_view(result))``.
+    """
+    line = _plain_match_line(result)
+    if line is not None:
+        return line, None
+    row = result_view(result)
+    return dumps(row), row
