@@ -169,6 +169,16 @@ class SignalGuard:
             self._raised = True  # once: the next Ctrl-C must not interrupt the clean-up
             raise Interrupted(self.received)
 
+    def interrupt(self, name: str) -> None:
+        """Stop what is running as a signal would, from any thread: for a front door that took
+        the signals itself (the gate server's event loop) and stops its run thread this way.
+        Never raises here: a run that is counting sees it when it starts sending."""
+        self.received = self.received or name
+        self.count += 1
+        callback = self._callback
+        if callback is not None:
+            callback(self.received)
+
     @contextlib.contextmanager
     def _phase(self, raising: bool, callback: Callable[[str], None] | None) -> Iterator[None]:
         previous = self._raise, self._callback

@@ -101,6 +101,9 @@ class Serve:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(10)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
 
 def start_serve(targets: Path, suites: Path, data: Path, *, token: str = TOKEN) -> Serve:
@@ -109,9 +112,10 @@ def start_serve(targets: Path, suites: Path, data: Path, *, token: str = TOKEN) 
     command = flamingo_command(
         "serve", "--targets", targets, "--suites", suites, "--listen", "127.0.0.1:0", "--data", data
     )
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env
-    )
+    with log.open("w") as stderr:  # the child has its own copy
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
     assert process.stdout is not None
     line = process.stdout.readline()  # bounded: the server prints it once it listens, or dies
     match = re.search(r"listening on (http://\S+)", line)
@@ -440,6 +444,12 @@ def test_a_restart_keeps_runs_and_finishes_an_interrupted_one_as_error(
         before = client.get(f"/runs/{done}/gate").json()
     stopped = first.stop()
     assert stopped == 0, (stopped, first.log.read_text())
+    assert "Traceback" not in first.log.read_text()
+    # The run in flight was stopped, not abandoned at exit: the engine finished it as error and
+    # kept every case it had judged; the server stored that document, with its reason.
+    written = json.loads((data / "runs" / slow / "gate.json").read_text())
+    judged = (data / "runs" / slow / "results.jsonl").read_text().splitlines()
+    assert written["verdict"] == "error" and written["totals"]["cases"] == len(judged)
     second = start_serve(targets, tmp_path / "suites", data)
     try:
         with httpx.Client(base_url=second.url, headers=auth, timeout=60) as client:
@@ -447,6 +457,7 @@ def test_a_restart_keeps_runs_and_finishes_an_interrupted_one_as_error(
             interrupted = client.get(f"/runs/{slow}/gate").json()
             assert interrupted["complete"] is True and interrupted["verdict"] == "error"
             assert "stopped" in interrupted["reason"]
+            assert interrupted["totals"] == written["totals"]
             assert client.get("/stages/slow/gate").json()["id"] == slow
     finally:
         second.stop()

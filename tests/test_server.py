@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flamingo.server import parse_listen
 from flamingo.server.app import MAX_BODY, build_app
-from flamingo.server.executor import Executor, gate_without_run
+from flamingo.server.executor import INTERRUPTED, Executor, gate_without_run
 from flamingo.server.store import RunRecord, Store
 
 TOKEN = "s3cret-token"
@@ -117,10 +117,15 @@ class Server:
     def stop(self) -> None:
         self.runs.release.set()
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.halt()
+        assert self.executor.stop(10)  # the run thread ended before its store is closed
+        self.store.close()
+
+    def halt(self) -> None:
+        """Stop serving and close the loop (the executor and store are the caller's)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-        self.executor.stop()
-        self.store.close()
+        self.loop.close()
 
 
 @pytest.fixture
@@ -355,7 +360,7 @@ def test_runs_survive_a_restart(tmp_path: Path) -> None:
         queued = c.post("/runs", json={"stage": "default"}).json()["id"]
     # Stop without letting the held run finish (a crash, as far as the store knows).
     asyncio.run_coroutine_threadsafe(first.runner.cleanup(), first.loop).result(10)
-    first.loop.call_soon_threadsafe(first.loop.stop)
+    first.halt()
     first.store.close()
 
     second_runs = FakeRuns()
@@ -370,6 +375,7 @@ def test_runs_survive_a_restart(tmp_path: Path) -> None:
             assert second_runs.started == [queued]
     finally:
         first.runs.release.set()
+        first.executor.stop(10)  # its run ends on a closed store: recovery above finished it
         second.stop()
 
 
@@ -462,3 +468,49 @@ def test_a_failed_run_never_shows_a_secret(tmp_path: Path) -> None:
     assert "hunter2secret" not in (tmp_path / "runs" / record.id / "server-error.log").read_text()
     executor.stop()
     store.close()
+
+
+def test_stopping_interrupts_the_run_in_flight_and_waits_for_it(tmp_path: Path) -> None:
+    """Stop in order: the run in flight is told to stop and ends as error (with what it judged),
+    the thread is joined before the store may close, and a queued run stays queued."""
+    interrupted = threading.Event()
+
+    def stoppable(
+        record: RunRecord, out_dir: Path, progress: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        progress({"cases": 2, "total": 9})
+        assert interrupted.wait(30)
+        time.sleep(0.2)  # winding down takes a while: stop() must wait for it
+        gate = fake_gate("error", record.stage)
+        return {**gate, "reason": "interrupted by SIGTERM"}
+
+    store = Store(tmp_path)
+    with contextlib.closing(store):
+        executor = Executor(store, tmp_path, stoppable, interrupt=interrupted.set)
+        executor.start([])
+        flight = store.create("canary", {})
+        queued = store.create("global", {})
+        executor.submit(flight)
+        executor.submit(queued)
+        deadline = time.monotonic() + 30
+        while executor.progress(flight.id) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert executor.stop(10)
+        done = store.get(flight.id)
+        assert done is not None and done.status == "done" and done.gate is not None
+        assert done.verdict == "error" and done.gate["totals"]["cases"] == 3  # kept
+        assert done.gate["reason"] == f"{INTERRUPTED} (interrupted by SIGTERM)"
+        later = store.get(queued.id)
+        assert later is not None and later.status == "queued"  # run after the restart
+    assert executor.stop(1)  # twice is harmless
+
+
+def test_stopping_an_idle_executor_interrupts_nothing(tmp_path: Path) -> None:
+    told: list[int] = []
+    store = Store(tmp_path)
+    with contextlib.closing(store):
+        executor = Executor(store, tmp_path, FakeRuns(), interrupt=lambda: told.append(1))
+        executor.start([])
+        assert executor.stop(5)
+    assert told == []

@@ -61,8 +61,9 @@ async def _serve(
 ) -> int:
     from aiohttp import web
 
+    from flamingo.process import SIGNALS
     from flamingo.server.app import build_app
-    from flamingo.server.executor import Executor, gate_without_run, run_stage
+    from flamingo.server.executor import INTERRUPTED, Executor, gate_without_run, run_stage
     from flamingo.server.store import Store
 
     try:
@@ -73,14 +74,18 @@ async def _serve(
         raise InputError(f"--data: {data_dir / 'flamingo.sqlite3'}: {exc}") from exc
 
     def interrupted(record: Any) -> dict[str, Any]:
-        reason = "the server stopped while the run was in progress; its cases were not all judged"
-        return gate_without_run(record, reason, complete=True)
+        return gate_without_run(record, INTERRUPTED, complete=True)
+
+    received: list[str] = []  # the signal that stops the server: the run in flight is told it
 
     executor = Executor(
         store,
         data_dir,
         lambda record, out, sink: run_stage(session, record, out, sink),
         redact=session.redactor.text,
+        # The event loop below took SIGINT/SIGTERM from the process's guard; the run thread's
+        # engine is stopped through the guard, as a signal would have stopped it.
+        interrupt=lambda: SIGNALS.interrupt(received[0] if received else "SIGTERM"),
     )
     queued = store.recover(interrupted)  # runs that were running are dead either way
     app = build_app(store, executor, stages, token)
@@ -104,13 +109,21 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopping, stop, received, sig.name)
     try:
         await stop.wait()
     finally:
+        # In order: stop accepting, stop the run in flight and wait for its thread, and only
+        # then close the store (a run that would not stop in time is finished as error).
         print("flamingo serve: stopping", file=sys.stderr, flush=True)
         await runner.cleanup()
-        executor.stop()
+        if not await asyncio.to_thread(executor.stop):
+            print("flamingo serve: the run in flight did not stop in time", file=sys.stderr)
         store.recover_running(interrupted)
         store.close()
     return 0
+
+
+def _stopping(stop: asyncio.Event, received: list[str], name: str) -> None:
+    received.append(name)
+    stop.set()

@@ -8,6 +8,12 @@ Runs go one at a time, in the order they were accepted: two stages never share t
 capacity (a latency ratio measured while another stage's run is sending would be meaningless),
 and `Store.create` already refuses a second run of a stage that has one queued or running.
 
+Stopping is ordered (`Executor.stop`): no new run starts, the run in flight is told to stop
+(``interrupt``: the engine ends it as an interrupted ``error`` run, keeping what it judged), and
+the thread is joined - bounded - before the caller closes the store. A run thread left running
+while the interpreter shuts down is what crashed the server at exit (SIGSEGV): a daemon thread
+inside the engine's event loop and aiohttp client when the main thread finalizes.
+
 Runs never fork send workers here (``workers: 1``): a fork of a process that has a server
 thread and its listening socket would copy both into each worker.
 """
@@ -29,7 +35,13 @@ from flamingo.model import Check, GateResult, Totals, Verdict
 from flamingo.server.store import RunRecord, Store
 from flamingo.stage import judge_result
 
-__all__ = ["Executor", "ProgressSink", "gate_without_run", "run_stage"]
+__all__ = ["INTERRUPTED", "Executor", "ProgressSink", "gate_without_run", "run_stage"]
+
+#: The reason of a run the server stopped under (finished by the executor or, after a crash,
+#: by recovery at the next start).
+INTERRUPTED = "the server stopped while the run was in progress; its cases were not all judged"
+#: How long `Executor.stop` waits for the run in flight to wind down by default (seconds).
+STOP_WAIT = 10.0
 
 ProgressSink = Callable[[dict[str, Any]], None]
 RunFunction = Callable[[RunRecord, Path, ProgressSink], dict[str, Any]]
@@ -98,11 +110,15 @@ class Executor:
         data_dir: Path,
         run: RunFunction,
         redact: Callable[[str], str] = str,
+        interrupt: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.redact = redact  # secrets out of messages the engine did not write
         self.data_dir = data_dir
         self.run = run
+        self.interrupt = interrupt  # tells the run in flight to stop (from another thread)
+        self._stopping = threading.Event()
+        self._current: str | None = None  # the run in flight
         self._queue: queue.Queue[RunRecord | None] = queue.Queue()
         self._progress: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
@@ -114,8 +130,19 @@ class Executor:
             self._queue.put(record)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> bool:
+        """Start no other run, stop the one in flight, and wait for the thread (at most
+        ``timeout`` seconds); True when it ended. The store may be closed only after this."""
+        with self._lock:  # a run starts under this lock, or not at all once stopping is set
+            self._stopping.set()
+            busy = self._current is not None
         self._queue.put(None)
+        if busy:
+            self.interrupt()
+        if not self._thread.is_alive():
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def submit(self, record: RunRecord) -> None:
         self._queue.put(record)
@@ -148,12 +175,17 @@ class Executor:
     def _work(self) -> None:
         while True:
             record = self._queue.get()
-            if record is None:
-                return
+            with self._lock:
+                if record is None or self._stopping.is_set():  # queued runs wait for a restart
+                    return
+                self._current = record.id
             try:
                 self._one(record)
-            except sqlite3.ProgrammingError:  # the store was closed: the server is stopping
+            except sqlite3.ProgrammingError:  # the store was closed under a run stop() gave up on
                 return
+            finally:
+                with self._lock:
+                    self._current = None
 
     def _one(self, record: RunRecord) -> None:
         self.store.mark_running(record.id)
@@ -176,6 +208,9 @@ class Executor:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 (out_dir / "server-error.log").write_text(self.redact(traceback.format_exc()))
         gate = {"id": record.id, **gate}
+        if self._stopping.is_set() and gate.get("verdict") not in ("pass", "fail"):
+            told = str(gate.get("reason") or "").strip()
+            gate["reason"] = f"{INTERRUPTED} ({told})" if told else INTERRUPTED
         gate.setdefault("complete", True)
         if "judgeResult" not in gate:
             gate["judgeResult"] = judge_result(_gate_result(gate))
