@@ -6,29 +6,24 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-# The end-to-end tests put a real nginx (Debian package) in front of the demo origin.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-    echo "test.sh: installing nginx-light (Debian) for the end-to-end tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
-fi
-
-# Browser tests (HAR files recorded by a real headless Chromium, and report.html opened in it,
-# through Playwright for Python) use Debian's chromium; `playwright install` is never run.
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "test.sh: installing chromium (Debian) for the browser tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-fi
-
-# The edge-suite end-to-end tests need a second proxy of a different make: HAProxy (Debian).
-if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
-    echo "test.sh: installing haproxy (Debian) for the edge-suite tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
-fi
-
-# The gate server's e2e test has a real Prometheus (Debian package) scrape `flamingo serve`.
-if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
-    echo "test.sh: installing prometheus (Debian) for the gate server's metrics test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+# Real third-party servers the end-to-end tests start on 127.0.0.1, all Debian packages, installed
+# after one apt-get update when missing (`playwright install` is never run: the browser is Debian's):
+#   nginx      - a real proxy in front of the demo origin (and one side of the edge suite)
+#   chromium   - HAR files recorded by a real headless browser; report.html opened in it
+#   haproxy    - a second proxy of another make for the edge suite
+#   prometheus - a real scraper of `flamingo serve`'s /metrics
+with=() without=()  # installed with / without their recommended packages
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have nginx || with+=(nginx-light)
+have chromium || with+=(chromium)
+have haproxy || without+=(haproxy)
+have prometheus || without+=(prometheus)
+if [ "${#with[@]}" -gt 0 ] || [ "${#without[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${with[*]} ${without[*]} (Debian) for the end-to-end tests"
+    apt-get update -qq
+    export DEBIAN_FRONTEND=noninteractive
+    [ "${#with[@]}" -eq 0 ] || apt-get install -y -qq "${with[@]}"
+    [ "${#without[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${without[@]}"
 fi
 
 python3 -m ruff check flamingo tests bench
