@@ -405,3 +405,26 @@ def servers() -> Iterator[ServerFactory]:
     """Start fault/echo servers with ``servers(name=...)``; all are stopped after the test."""
     with running() as start:
         yield start
+
+
+# --------------------------------------------------------------------------------------------
+# Headless Chromium (Debian's, driven by Playwright; `playwright install` is never run)
+# --------------------------------------------------------------------------------------------
+
+#: Launch arguments for the sandbox-less, offline machine the tests run on.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str:
+    """Debian's chromium: scripts/test.sh installs it, so without it a test fails, never skips."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed (bash scripts/test.sh installs it from Debian)")
+    return path

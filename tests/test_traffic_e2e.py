@@ -6,7 +6,6 @@ nginx; each is imported, checked, and run against identical targets, where it mu
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import time
 import urllib.request
@@ -15,26 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import start_nginx
+from conftest import CHROMIUM_ARGS, chromium_path, start_nginx
 
 from flamingo.cli import main
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SECRETS = ("SECRET-QUERY", "SECRET-BEARER", "SECRET-COOKIE")
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:  # scripts/test.sh installs it; a machine without it fails, never skips
-        pytest.fail("chromium is not installed (bash scripts/test.sh installs it from Debian)")
-    return path
 
 
 def _targets(path: Path, old: str, new: str) -> Path:
@@ -88,7 +72,7 @@ def test_har_recorded_by_chromium_imports_and_runs_clean(
     har = tmp_path / "browse.har"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
             context = browser.new_context(record_har_path=str(har), record_har_content="embed")
