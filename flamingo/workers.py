@@ -12,17 +12,26 @@ single-process run. So the pure core, the noise learner (which needs every sampl
 in one place) and the writers stay single and unchanged; a worker is a `Sender` in another
 process, with its share of the run's concurrency and of each target's rate limit.
 
-Wire: in each direction a stream of frames (8-byte big-endian length + pickle) over a
-socketpair. Parent to worker: a batch ``[(seq, learn, WireRequest), ...]``; an empty batch means
+Wire: a duplex `multiprocessing.connection.Connection` per worker (`multiprocessing.Pipe`: a
+socketpair whose length-prefixed messages are the standard library's framing), each message a
+pickle. Parent to worker: a batch ``[(seq, learn, WireRequest), ...]``; an empty batch means
 "no more cases". Worker to parent: ``("results", [(seq, old, new, replica), ...])``, finally
 ``("done", peak_rss_mb)``, or ``("crash", traceback)`` when the worker itself failed. Flow control
 is by credit: a worker never holds more than `window` cases the parent has not seen back, so the
 parent's table of cases in flight stays bounded whatever the suite's size.
 
-Stopping: the parent stops a worker by closing its socket (on a signal, or when a worker died);
-the worker drops what it has in flight and exits. A worker ignores SIGINT - Ctrl-C in a terminal
-reaches the whole process group, and it is the parent's to handle (flush, gate ``error``,
-exit 3). Any worker failure fails the run closed: the parent reports ``error``, never ``pass``.
+A `Connection` blocks, an event loop must not: each side reads in a thread that only receives
+(so the peer's sends always drain, whatever the loop is doing, and two sides both sending large
+frames cannot deadlock), and the parent also sends from a thread (so a stalled worker - a full
+socket buffer - never freezes the loop that must still answer a signal). A worker sends from
+its loop: its only reader is the parent's always-draining thread. Bytes cross the threads;
+pickling and unpickling stay on the loop threads.
+
+Stopping: the parent stops a worker by shutting its connection down (on a signal, or when a worker
+died); the worker drops what it has in flight and exits. A worker ignores SIGINT - Ctrl-C in a
+terminal reaches the whole process group, and it is the parent's to handle (flush, gate
+``error``, exit 3). Any worker failure fails the run closed: the parent reports ``error``, never
+``pass``.
 
 Worker processes are forked (they inherit the loaded configuration and the transport factory
 without pickling), before the parent starts its event loop or any thread.
@@ -36,13 +45,16 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -51,7 +63,8 @@ from flamingo.model import Case, Exchange, RunSettings, Target
 from flamingo.process import new_event_loop, peak_rss_mb, quiet_gc
 from flamingo.send import Handle, Sender, TransportFactory, WireRequest, pair_tasks
 
-#: Seconds a worker gets to exit after its socket is closed, before it is killed.
+#: Seconds a worker gets to exit after its connection is shut down, before it is killed (and a
+#: thread of the parent's to return after it).
 EXIT_GRACE = 5.0
 
 
@@ -110,23 +123,83 @@ def plan(requested: int, settings: RunSettings, total: int) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Frames
+# The connection
 # --------------------------------------------------------------------------------------------
 
 
-def _frame(message: Any) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(payload).to_bytes(8, "big") + payload
+def _pack(message: Any) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next message, or None when the other side has gone (EOF or reset)."""
-    try:
-        head = await reader.readexactly(8)
-        payload = await reader.readexactly(int.from_bytes(head, "big"))
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    return pickle.loads(payload)
+def _receive(conn: Connection, deliver: Callable[[bytes | None], object]) -> None:
+    """Thread body: every message ``conn`` receives to ``deliver``, then None at EOF."""
+    while True:
+        try:
+            data: bytes | None = conn.recv_bytes()
+        except (EOFError, OSError):
+            data = None
+        try:
+            deliver(data)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            return
+        if data is None:
+            return
+
+
+def _to_loop(
+    loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[bytes | None]
+) -> Callable[[bytes | None], object]:
+    """A thread's way to put into ``inbox``, which belongs to ``loop``."""
+    return lambda data: loop.call_soon_threadsafe(inbox.put_nowait, data)
+
+
+def _hang_up(conn: Connection) -> None:
+    """Shut both directions of ``conn`` down: the peer sees EOF, and a thread of ours blocked in
+    a receive or a send on it returns at once (closing the descriptor under it would not)."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+class _Link:
+    """The parent's end of one worker's connection, for its event loop: `put` queues a message
+    to a sender thread, `get` awaits the next one from a receiver thread (None: the worker has
+    gone), `hang_up` stops both threads and tells the worker to stop."""
+
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self._conn = conn
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        deliver = _to_loop(loop, self._inbox)
+        self._threads = (
+            threading.Thread(target=_receive, args=(conn, deliver), name=f"{name}-in", daemon=True),
+            threading.Thread(target=self._send, name=f"{name}-out", daemon=True),
+        )
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self) -> None:
+        while (data := self._outbox.get()) is not None:
+            try:
+                self._conn.send_bytes(data)
+            except OSError:  # the worker has gone; its receiver says so
+                return
+
+    def put(self, message: Any) -> None:
+        self._outbox.put(_pack(message))
+
+    async def get(self) -> Any:
+        data = await self._inbox.get()
+        return None if data is None else pickle.loads(data)
+
+    def hang_up(self) -> None:
+        self._outbox.put(None)
+        _hang_up(self._conn)
+        for thread in self._threads:
+            thread.join(EXIT_GRACE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,8 +208,8 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 def _worker_main(
-    sock: socket.socket,
-    inherited: list[socket.socket],
+    conn: Connection,
+    inherited: list[Connection],
     old: Target,
     new: Target,
     replica: Target | None,
@@ -151,39 +224,51 @@ def _worker_main(
     try:
         with quiet_gc():
             loop.run_until_complete(
-                _serve(sock, lambda: Sender(old, new, settings, factory, replica=replica))
+                _serve(conn, lambda: Sender(old, new, settings, factory, replica=replica))
             )
     finally:
         loop.close()
 
 
-async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None:
+async def _serve(conn: Connection, make_sender: Callable[[], Sender]) -> None:
     loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection(sock=sock)
-    queue: asyncio.Queue[tuple[int, bool, WireRequest] | None] = asyncio.Queue()
+    inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+    receiver = threading.Thread(
+        target=_receive,
+        args=(conn, _to_loop(loop, inbox)),
+        daemon=True,
+    )
+    receiver.start()
+    todo: asyncio.Queue[tuple[int, bool, WireRequest] | None] = asyncio.Queue()
     outbox: list[tuple[int, Exchange, Exchange, Exchange | None]] = []
     sender: Sender | None = None
     tasks: list[asyncio.Task[None]] = []
 
+    def post(message: Any) -> None:
+        # The parent's receiver always drains, so this blocks only for the copy. When the
+        # parent has gone, the receiver's EOF ends the worker; nothing to do here.
+        with contextlib.suppress(OSError):
+            conn.send_bytes(_pack(message))
+
     def flush() -> None:
-        # Everything that finished in one turn of the loop goes back as one frame.
+        # Everything that finished in one turn of the loop goes back as one message.
         if outbox:
-            writer.write(_frame(("results", outbox[:])))
+            post(("results", outbox[:]))
             outbox.clear()
 
     crashed = False
 
     def crash() -> None:
         # At once: a dead sending task would leave its case unanswered and the run waiting.
-        # The parent answers by closing the socket, which ends this worker.
+        # The parent answers by hanging up, which ends this worker.
         nonlocal crashed
         if not crashed:
             crashed = True
-            writer.write(_frame(("crash", traceback.format_exc())))
+            post(("crash", traceback.format_exc()))
 
     async def send_cases(sender: Sender) -> None:
         try:
-            while (job := await queue.get()) is not None:
+            while (job := await todo.get()) is not None:
                 seq, learn, request = job
                 old, new, replica = await sender.exchange(request, learn)
                 if not outbox:
@@ -200,30 +285,29 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
             for _ in range(pair_tasks(sender.settings.concurrency))
         ]
         while True:
-            batch = await _read_frame(reader)
-            if batch is None:  # the parent stopped the run (or died): drop what is in flight
+            data = await inbox.get()
+            if data is None:  # the parent stopped the run (or died): drop what is in flight
                 return
+            batch = pickle.loads(data)
             if not batch:
                 break
             for job in batch:
-                queue.put_nowait(job)
+                todo.put_nowait(job)
         for _ in tasks:
-            queue.put_nowait(None)
+            todo.put_nowait(None)
         await asyncio.gather(*tasks)
         flush()
-        writer.write(_frame(("done", peak_rss_mb())))
-        await writer.drain()
+        post(("done", peak_rss_mb()))
     except Exception:
         with contextlib.suppress(Exception):
             crash()
-            await writer.drain()
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if sender is not None:
             await sender.aclose()
-        writer.close()
+        # The receiver may still wait on the parent; the process exits under it (a daemon).
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +319,7 @@ async def _serve(sock: socket.socket, make_sender: Callable[[], Sender]) -> None
 class _Worker:
     index: int
     process: BaseProcess
-    sock: socket.socket
+    conn: Connection
     window: int
     outstanding: int = 0
     peak_rss_mb: float | None = None
@@ -267,14 +351,14 @@ class SendPool:
         sys.stderr.flush()
         try:
             for index, share in enumerate(self._shares):
-                mine, theirs = socket.socketpair()
+                mine, theirs = context.Pipe(duplex=True)
                 process = context.Process(
                     target=_worker_main,
                     # The child must not hold any parent end, its own included: a worker learns
-                    # that the parent stopped from EOF on its socket.
+                    # that the parent stopped from EOF on its connection.
                     args=(
                         theirs,
-                        [*(w.sock for w in self.workers), mine],
+                        [*(w.conn for w in self.workers), mine],
                         *self._args,
                         share,
                         self._factory,
@@ -299,9 +383,11 @@ class SendPool:
         return [w.peak_rss_mb for w in self.workers]
 
     def close(self) -> None:
-        """Close every socket (a worker still running drops its work and exits), reap them."""
+        """Hang up every connection (a worker still running drops its work and exits), reap
+        the workers."""
         for worker in self.workers:
-            worker.sock.close()
+            _hang_up(worker.conn)
+            worker.conn.close()
         for worker in self.workers:
             worker.process.join(EXIT_GRACE)
             if worker.process.is_alive():
@@ -316,17 +402,16 @@ class SendPool:
 
         Returns '' when every case came back (a pooled run has no request cap: see `plan`);
         raises `WorkerFailed` when a worker died. Cancelling
-        it (a signal) closes the workers' sockets: they stop, and what they had in flight is
+        it (a signal) hangs up on the workers: they stop, and what they had in flight is
         dropped (it was never judged, so nothing judged is lost).
         """
         pending: dict[int, Case] = {}
         seqs = itertools.count()
         exhausted = False
-        streams = []
-        for worker in self.workers:
-            streams.append(await asyncio.open_connection(sock=worker.sock))
+        loop = asyncio.get_running_loop()
+        links: list[_Link] = []
 
-        async def feed(worker: _Worker, writer: asyncio.StreamWriter, room: asyncio.Event) -> None:
+        async def feed(worker: _Worker, link: _Link, room: asyncio.Event) -> None:
             nonlocal exhausted
             while not exhausted:
                 while worker.outstanding > worker.window // 2:
@@ -342,16 +427,12 @@ class SendPool:
                     exhausted = True
                 if batch:
                     worker.outstanding += len(batch)
-                    writer.write(_frame(batch))
-                    await writer.drain()
-            writer.write(_frame([]))  # no more cases: finish what you have, then report
-            await writer.drain()
+                    link.put(batch)
+            link.put([])  # no more cases: finish what you have, then report
 
-        async def collect(
-            worker: _Worker, reader: asyncio.StreamReader, room: asyncio.Event
-        ) -> None:
+        async def collect(worker: _Worker, link: _Link, room: asyncio.Event) -> None:
             while True:
-                message = await _read_frame(reader)
+                message = await link.get()
                 if message is None:
                     for _ in range(100):  # a moment for it to be reaped: say how it ended
                         if worker.process.exitcode is not None:
@@ -378,19 +459,21 @@ class SendPool:
                     raise failure
 
         jobs = []
-        for worker, (reader, writer) in zip(self.workers, streams, strict=True):
-            room = asyncio.Event()
-            jobs.append(asyncio.ensure_future(feed(worker, writer, room)))
-            jobs.append(asyncio.ensure_future(collect(worker, reader, room)))
         try:
+            for worker in self.workers:
+                link = _Link(worker.conn, loop, f"flamingo-send-{worker.index}")
+                links.append(link)
+                room = asyncio.Event()
+                jobs.append(asyncio.ensure_future(feed(worker, link, room)))
+                jobs.append(asyncio.ensure_future(collect(worker, link, room)))
             await asyncio.gather(*jobs)
             return ""
         finally:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-            for _, writer in streams:
-                writer.close()  # a worker still running sees EOF, drops its work and exits
+            for link in links:
+                link.hang_up()  # a worker still running sees EOF, drops its work and exits
 
 
 def cpu_count() -> int:

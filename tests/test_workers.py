@@ -9,9 +9,14 @@ run in one process; tests/test_safety.py) run with two workers too.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
 import re
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,14 @@ from flamingo.model import (
     Target,
     worker_count,
 )
-from flamingo.workers import AUTO_MAX_WORKERS, AUTO_MIN_CASES, cpu_count, plan, worker_settings
+from flamingo.workers import (
+    AUTO_MAX_WORKERS,
+    AUTO_MIN_CASES,
+    _Link,
+    cpu_count,
+    plan,
+    worker_settings,
+)
 
 
 @pytest.mark.parametrize(("value", "count"), [("auto", 0), (" auto ", 0), (1, 1), (64, 64)])
@@ -229,3 +241,129 @@ def test_a_failing_worker_fails_the_run_closed(how: str, reason: str, tmp_path: 
     assert "WorkerFailed" in crash
     if how == "raises":  # the worker's own traceback travels to the parent's crash.log
         assert "RuntimeError: planted bug in a transport" in crash
+
+
+# --------------------------------------------------------------------------------------------
+# The connection: large messages both ways, a worker that stops reading
+# --------------------------------------------------------------------------------------------
+
+
+def _echo_factory(target: Target, settings: RunSettings) -> Any:
+    class _Echo:
+        async def send(self, case: Any) -> Exchange:
+            await asyncio.sleep(0)
+            return Response(200, "OK", (), case.body, 1.0)
+
+        async def aclose(self) -> None:
+            pass
+
+    return _Echo()
+
+
+def test_megabyte_messages_both_ways_do_not_deadlock(tmp_path: Path) -> None:
+    """Each batch to a worker and each batch of results back is megabytes (256 KiB bodies, both
+    targets echo them): far more than a socket buffer holds, in both directions at once - the
+    case where two sides that each block in a send while the other does too would hang."""
+    cases, size = 120, 256 * 1024
+    targets = write_targets(tmp_path / "t.yaml", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    suite = tmp_path / "big.yaml"
+    suite.write_text(
+        "suite: big\nrequests:\n  - name: 'r {{ i }}'\n    method: POST\n    path: /echo\n"
+        f"    body: '{{{{ i }}}}{'x' * size}'\n"
+        f"    matrix: {{ i: [{', '.join(map(str, range(cases)))}] }}\n"
+    )
+    session = Session(load_config(targets), load_suites([suite]), transport_factory=_echo_factory)
+    out = tmp_path / "out"
+    run = session.run(options=RunOptions(out_dir=out, workers=2, concurrency=64))
+    summary = run.wait()
+    assert summary.exit_code == 0, read_gate(out).get("reason")
+    gate = read_gate(out)
+    assert gate["totals"]["cases"] == gate["totals"]["match"] == cases
+    assert gate["settings"]["workers"] == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_ctrl_c_ends_a_run_whose_workers_stopped_reading(
+    servers: ServerFactory, tmp_path: Path
+) -> None:
+    """Both send workers are frozen (SIGSTOP) mid-run, with 256 KiB requests in flight to them:
+    Ctrl-C must still end the run (exit 3, gate.json ``error``) and the frozen workers, which
+    never see their connection close, are killed - nothing left running."""
+    server = servers(name="slow")
+    targets = write_targets(tmp_path / "t.yaml", server.url, server.url, run="timeout: 30s")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "suite: s\nrequests:\n  - name: 'r {{ i }}'\n    method: POST\n    path: /ok\n"
+        f"    body: '{'y' * 256 * 1024}'\n"
+        f"    matrix: {{ i: [{', '.join(map(str, range(400)))}] }}\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        flamingo_command(
+            "run", "--targets", targets, "--suites", suite, "--out", out, "--no-progress",
+            "--workers", 2,
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while server.count < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and server.count >= 5, (workers, server.count)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.5)  # the parent keeps handing them batches it can no longer deliver
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    gate = read_gate(out)
+    assert gate["verdict"] == "error" and "interrupted by SIGINT" in gate["reason"]
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), pid
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_send_to_a_worker_that_stopped_reading_never_blocks_the_loop() -> None:
+    """The parent's end of a worker's connection, the worker frozen (its end never read):
+    20 MiB put on the link - far over any socket buffer - must leave the event loop turning
+    (the parent must still answer a signal), and hanging up must end the link's threads."""
+    parent, frozen = multiprocessing.Pipe(duplex=True)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        link = _Link(parent, asyncio.get_running_loop(), "test")
+        for _ in range(20):
+            link.put(b"z" * (1 << 20))
+        await asyncio.sleep(0.05)  # the loop still turns
+        seen["turned"] = True
+        link.hang_up()
+        seen["threads alive"] = [t.name for t in link._threads if t.is_alive()]
+
+    thread = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    thread.start()
+    thread.join(30)
+    stuck = thread.is_alive()
+    frozen.close()  # whatever happened: a send still blocked fails now
+    parent.close()
+    assert not stuck, "the event loop blocked in a send to a worker that does not read"
+    assert seen == {"turned": True, "threads alive": []}
