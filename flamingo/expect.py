@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from flamingo.model import Expect, ExpectFailure, HeaderExpect, Headers, Response
+from flamingo.model import Expect, ExpectFailure, HeaderExpect, Headers, Response, header_values
 from flamingo.normalize import format_json_path, json_equal, load_json
 
 #: The ``actual`` of a JSON key that is not there (None would read as JSON null).
@@ -94,7 +94,7 @@ def _check_upstream(
 
 def _check_header(header: HeaderExpect, headers: Headers, target: str) -> list[ExpectFailure]:
     name = header.name.lower()
-    lines = [value for key, value in headers if key.lower() == name]
+    lines = header_values(headers, name)
     combined = ", ".join(lines) if lines else None
     what = f"header {name}"
     if header.absent:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+from multidict import CIMultiDict
+
 from flamingo.regex import Regex
 
 # --------------------------------------------------------------------------------------------
@@ -17,6 +19,14 @@ from flamingo.regex import Regex
 # --------------------------------------------------------------------------------------------
 
 Headers = tuple[tuple[str, str], ...]
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    """Every value of header ``name`` in order, the name matched case-insensitively (multidict's
+    `CIMultiDict`, as aiohttp matches them). Headers stay tuples of pairs everywhere else: they
+    keep the order and the spelling a target sent, and cost nothing to pickle or hash."""
+    return CIMultiDict(headers).getall(name, [])
+
 
 #: What every output shows in place of a secret (`flamingo.report.redact`).
 REDACTED = "[REDACTED]"

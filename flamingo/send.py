@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.http_exceptions import ContentLengthError, TransferEncodingError
+from multidict import CIMultiDict
 
 from flamingo.model import (
     TOKEN_SENTINEL,
@@ -113,10 +114,11 @@ class Transport(Protocol):
 
 def merge_headers(case_headers: Headers, target_headers: Headers) -> list[tuple[str, str]]:
     """Case headers, then the target's headers, which win on a (case-insensitive) name clash."""
-    override = {name.lower() for name, _ in target_headers}
-    merged = [(n, v) for n, v in case_headers if n.lower() not in override]
+    merged = CIMultiDict(case_headers)
+    for name, _ in target_headers:
+        merged.popall(name, None)
     merged.extend(target_headers)
-    return merged
+    return list(merged.items())
 
 
 def _read_whole(body: bytes, limit: int) -> tuple[bytes, int, str]:

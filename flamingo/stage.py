@@ -46,7 +46,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from flamingo.model import Check, FallbackRule, GateResult, GateThresholds, ResourceBound, Response
+from flamingo.model import (
+    Check,
+    FallbackRule,
+    GateResult,
+    GateThresholds,
+    ResourceBound,
+    Response,
+    header_values,
+)
 
 if TYPE_CHECKING:
     from flamingo.judge import Tally
@@ -73,9 +81,8 @@ def is_fallback(rule: FallbackRule, response: Response) -> bool:
     if rule.status is not None and response.status == rule.status:
         return True
     if rule.header is not None:
-        for name, value in response.headers:
-            if name.lower() == rule.header and (rule.value is None or value.strip() == rule.value):
-                return True
+        values = header_values(response.headers, rule.header)
+        return any(rule.value is None or value.strip() == rule.value for value in values)
     return False
 
 
