@@ -43,7 +43,7 @@ from flamingo.errors import InputError
 
 if TYPE_CHECKING:
     from flamingo.engine import RunSummary, Session
-    from flamingo.model import Case, CaseResult, Config, FallbackRule
+    from flamingo.model import Case, CaseResult, Config, FallbackRule, GateThresholds
     from flamingo.noise import NoiseState
     from flamingo.report.files import RunFiles
     from flamingo.suite import Suite
@@ -366,16 +366,36 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         loaded = load_config(path)
         stage = config.getoption("flamingo_stage")
-        if stage is not None:
-            from flamingo.engine import Session
+        from flamingo.engine import Session
 
-            Session(loaded, []).gate_thresholds(stage)
+        thresholds = Session(loaded, []).gate_thresholds(stage)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
+    _refuse_whole_run_rules(thresholds, stage)
     plugin = FlamingoPlugin(config, loaded)
     config.pluginmanager.register(plugin, "flamingo-engine")
     if plugin.controller:
         config.pluginmanager.register(XdistHooks(plugin), "flamingo-xdist")
+
+
+def _refuse_whole_run_rules(thresholds: GateThresholds, stage: str | None) -> None:
+    """A gate whose rules need one continuous run over the whole selection - ``min_duration``
+    rounds, ``resources`` scraped before and after - cannot be judged by a door that runs suite
+    by suite (and under ``-n`` in several processes): refused before anything is sent, never a
+    verdict that means something else than `flamingo run`'s."""
+    rules = []
+    if thresholds.min_duration is not None:
+        rules.append(f"min_duration ({thresholds.min_duration:g}s of rounds)")
+    if thresholds.resources:
+        rules.append("resources (metrics scraped before and after the run)")
+    if rules:
+        name = "default" if stage is None else stage
+        raise pytest.UsageError(
+            f"gate {name}: {' and '.join(rules)} {'need' if len(rules) > 1 else 'needs'} one "
+            "continuous run over the whole "
+            f"selection, which the pytest plugin (suite by suite) cannot give; judge this gate "
+            f"with `flamingo run --stage {name}`"
+        )
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:

@@ -200,3 +200,40 @@ def test_the_session_fails_when_the_gate_fails(
     )
     assert proc.returncode == 4 and "--flamingo-out: cannot write" in proc.stderr
     assert "1 passed" not in proc.stdout and "1 failed" not in proc.stdout  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("gates", "stage", "said"),
+    [
+        (
+            "stages: {soak: {min_duration: 1s}}",
+            "soak",
+            "gate soak: min_duration (1s of rounds) needs",
+        ),
+        (
+            "stages:\n    res: {resources: {process_open_fds: {max_new: 100}}}",
+            "res",
+            "gate res: resources (metrics scraped before and after the run) needs",
+        ),
+        ("default: {min_duration: 2s, min_match_rate: 0}", None, "gate default: min_duration"),
+    ],
+)
+def test_gates_that_need_one_continuous_run_are_refused_before_sending(
+    servers: ServerFactory, tmp_path: Path, gates: str, stage: str | None, said: str
+) -> None:
+    """``min_duration`` rounds and ``resources`` scrapes span the whole run, which a door that
+    runs suite by suite cannot give: usage error (exit 4), nothing sent - it used to send every
+    suite in its own rounds and end ``error: only 6243 of 178 selected cases were judged``."""
+    listener = servers(name="listener")
+    metrics = "metrics_url: " + listener.url + "/metrics"
+    (tmp_path / "targets.yaml").write_text(
+        f"targets:\n  old: {{base_url: '{listener.url}', {metrics}}}\n"
+        f"  new: {{base_url: '{listener.url}', {metrics}}}\ngates:\n  {gates}\n"
+    )
+    (tmp_path / "s.yaml").write_text("suite: s\nrequests:\n  - {name: hello, path: /ok}\n")
+    args = ["--flamingo-targets", "targets.yaml", *(["--flamingo-stage", stage] if stage else [])]
+    for extra in ([], ["-n", "2"]):
+        proc = _pytest(tmp_path, *args, *extra, ".")
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert said in proc.stderr and "flamingo run --stage" in proc.stderr
+    assert listener.count == 0
