@@ -622,13 +622,18 @@ def replay_old(session: Session, paths: Sequence[Path]) -> list[Baseline]:
 
 
 def baseline_run(
-    session: Session, selection: Selection, options: RunOptions, console: Console, args: Any
-) -> int:
+    session: Session,
+    selection: Selection,
+    options: RunOptions,
+    console: Console,
+    args: Any,
+    observer: Observer,
+) -> tuple[int, RunSummary]:
     """The command-line door of ``record``, ``run --old`` and ``run --record-old``: attach the
-    baseline to the session, run it through the one engine, say what was recorded."""
-    from flamingo.report.console import ConsoleObserver
-
-    observers: list[Observer] = [ConsoleObserver(console, progress=not args.no_progress)]
+    baseline to the session, run it through the one engine (``observer``: the caller's console
+    display, so ``--quiet``/``--json`` hold here too), say what was recorded. Returns the exit
+    code and the run's summary."""
+    observers: list[Observer] = [observer]
     recorder: BaselineRecorder | None = None
     recording = args.command == "record"
     if recording:
@@ -665,7 +670,7 @@ def baseline_run(
                 "case; an earlier baseline there is kept)",
                 highlight=False,
             )
-            return EXIT_HARNESS
+            return EXIT_HARNESS, summary
         info = recorder.info
         console.print(
             f"baseline: {info.cases} cases, {info.exchanges} responses of "
@@ -679,5 +684,5 @@ def baseline_run(
                 "replay learns noise from); the recording is what counts",
                 highlight=False,
             )
-            return 0
-    return summary.exit_code
+            return 0, summary
+    return summary.exit_code, summary

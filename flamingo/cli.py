@@ -353,11 +353,17 @@ def _run(
     observer = ConsoleObserver(
         console, progress=not args.no_progress and not as_json, quiet=quiet, summary=not as_json
     )
-    summary = session.run(selection, options, [observer]).wait()
+    if getattr(args, "old", None) is None and getattr(args, "record_old", None) is None:
+        summary = session.run(selection, options, [observer]).wait()
+        code = summary.exit_code
+    else:  # the same run, with a recording on the old side (`flamingo.baseline`)
+        from flamingo.baseline import baseline_run
+
+        code, summary = baseline_run(session, selection, options, console, args, observer)
     if as_json:
         print(json.dumps(summary.document, indent=2))
     append_step_summary(summary.document, summary.out_dir)
-    return summary.exit_code
+    return code
 
 
 def _fresh_out(args: argparse.Namespace) -> None:
@@ -379,12 +385,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         out_dir=Path(args.out) if args.out else default_out_dir(),
         baseline=Path(args.baseline) if args.baseline else None,
     )
-    session = _session(args)
-    if args.old is None and args.record_old is None:
-        return _run(session, _selection(args), options, console, args)
-    from flamingo.baseline import baseline_run
-
-    return baseline_run(session, _selection(args), options, console, args)
+    return _run(_session(args), _selection(args), options, console, args)
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -519,9 +520,11 @@ def cmd_noise(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_record(args: argparse.Namespace, console: Console) -> int:
     from flamingo.baseline import baseline_run
+    from flamingo.report.console import ConsoleObserver
 
     options = RunOptions(concurrency=args.concurrency, rate=args.rate)
-    return baseline_run(_session(args), _selection(args), options, console, args)
+    observer = ConsoleObserver(console, progress=not args.no_progress)
+    return baseline_run(_session(args), _selection(args), options, console, args, observer)[0]
 
 
 def cmd_import(args: argparse.Namespace, console: Console) -> int:

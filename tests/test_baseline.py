@@ -299,3 +299,22 @@ def test_bad_baseline_options_exit_2(
     assert not (tmp_path / "b").exists()
     assert (tmp_path / "keep" / "file").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "targets.yaml"]
+
+
+def test_quiet_and_json_hold_with_a_baseline(
+    demo_targets: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --old``/``--record-old`` print what ``run`` prints: with ``--json`` stdout is the gate
+    document alone (the baseline's own lines go to stderr), with ``--quiet`` no summary tables."""
+    targets = _targets(tmp_path / "targets.yaml", demo_targets["old"], demo_targets["new"])
+    files = ["--targets", str(targets), *_suites(RULED[0])]
+    base, recorded, replayed = tmp_path / "base", tmp_path / "recorded", tmp_path / "replayed"
+    capsys.readouterr()
+    assert main(["run", *files, "--out", str(recorded), "--record-old", str(base), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads((recorded / "gate.json").read_text())
+    assert "baseline:" in err and "baseline:" not in out
+    assert main(["run", *files, "--out", str(replayed), "--old", str(base), "--quiet"]) == 1
+    out, _ = capsys.readouterr()
+    assert "signature" not in out.lower() and "latency" not in out.lower(), out
+    assert out.splitlines()[-1].startswith("fail: ")  # the one verdict line
