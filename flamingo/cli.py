@@ -353,16 +353,20 @@ def _run(
     observer = ConsoleObserver(
         console, progress=not args.no_progress and not as_json, quiet=quiet, summary=not as_json
     )
-    if getattr(args, "old", None) is None and getattr(args, "record_old", None) is None:
-        summary = session.run(selection, options, [observer]).wait()
-        code = summary.exit_code
-    else:  # the same run, with a recording on the old side (`flamingo.baseline`)
-        from flamingo.baseline import baseline_run
+    # From here the engine has the signals (it stops a run it is sending, and says so in
+    # gate.json); after it, a signal must not turn a judged run into "interrupted before any case
+    # was sent" while its verdict is printed.
+    with SIGNALS.deferring():
+        if getattr(args, "old", None) is None and getattr(args, "record_old", None) is None:
+            summary = session.run(selection, options, [observer]).wait()
+            code = summary.exit_code
+        else:  # the same run, with a recording on the old side (`flamingo.baseline`)
+            from flamingo.baseline import baseline_run
 
-        code, summary = baseline_run(session, selection, options, console, args, observer)
-    if as_json:
-        print(json.dumps(summary.document, indent=2))
-    append_step_summary(summary.document, summary.out_dir)
+            code, summary = baseline_run(session, selection, options, console, args, observer)
+        if as_json:
+            print(json.dumps(summary.document, indent=2))
+        append_step_summary(summary.document, summary.out_dir)
     return code
 
 
@@ -452,7 +456,9 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     suites = [suite for suite in suites if "edge" not in suite.tags]
     if args.json:  # stdout carries the gate document alone
         console = Console(file=sys.stderr, highlight=False)
-    with start_demo_process(fallback_paths=DEMO_FALLBACK_PATHS) as demo:
+    # Signals are the engine's (as in `_run`): one while the demo starts stops the run before it
+    # sends; one after it, while the demo stops, cannot undo the verdict.
+    with SIGNALS.deferring(), start_demo_process(fallback_paths=DEMO_FALLBACK_PATHS) as demo:
         config = replace(
             config, old=_at_demo(config.old, demo.urls), new=_at_demo(config.new, demo.urls)
         )
@@ -524,7 +530,9 @@ def cmd_record(args: argparse.Namespace, console: Console) -> int:
 
     options = RunOptions(concurrency=args.concurrency, rate=args.rate)
     observer = ConsoleObserver(console, progress=not args.no_progress)
-    return baseline_run(_session(args), _selection(args), options, console, args, observer)[0]
+    session = _session(args)
+    with SIGNALS.deferring():  # the engine has them from here (as in `_run`)
+        return baseline_run(session, _selection(args), options, console, args, observer)[0]
 
 
 def cmd_import(args: argparse.Namespace, console: Console) -> int:

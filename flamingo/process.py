@@ -164,6 +164,9 @@ class SignalGuard:
         self.received = self.received or signal.Signals(signum).name
         self.count += 1
         if self._callback is not None:
+            # Acted on: the stop is under way; a later signal, in whatever phase comes next,
+            # must not cut its clean-up short (or report the run as never begun).
+            self._raised = True
             self._callback(self.received)
         elif self._raise and not self._raised:
             self._raised = True  # once: the next Ctrl-C must not interrupt the clean-up
@@ -177,6 +180,7 @@ class SignalGuard:
         self.count += 1
         callback = self._callback
         if callback is not None:
+            self._raised = True
             callback(self.received)
 
     @contextlib.contextmanager

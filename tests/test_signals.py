@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,49 @@ def test_ten_signals_in_a_row_mid_run(servers: ServerFactory, tmp_path: Path, na
     gate = _assert_interrupted(code, err, out, name)
     assert gate["reason"] == f"interrupted by {name}"
     assert (out / "junit.xml").exists() and (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("during_the_run", [False, True])
+def test_a_signal_after_the_run_cannot_undo_its_verdict(
+    servers: ServerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    during_the_run: bool,
+) -> None:
+    """A SIGTERM that lands while a judged run's verdict is printed (a pod stopped just then) is
+    noted and changes nothing - it used to raise there, rewrite gate.json as "interrupted by
+    SIGTERM before any case was sent" and exit 3. With a first signal during the run, the run
+    ends as interrupted by it, and the second changes nothing either."""
+    from flamingo import cli
+    from flamingo.report import markdown
+
+    server = servers(name="target")
+    route = "/stall" if during_the_run else "/ok"
+    targets = write_targets(tmp_path / "t.yaml", server.url, server.url, run="timeout: 30s")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"suite: s\nrequests:\n  - {{name: r, path: {route}, repeat: 4}}\n")
+    out = tmp_path / "out"
+    real = markdown.append_step_summary
+
+    def late(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the run is judged; its verdict is being printed
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(markdown, "append_step_summary", late)
+    if during_the_run:
+
+        def first() -> None:
+            _wait_until(lambda: server.count >= 2, "the run is sending")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=first, daemon=True).start()
+    args = ["run", "--targets", str(targets), "--suites", str(suite), "--out", str(out)]
+    code = cli.main([*args, "--no-progress"])
+    gate = read_gate(out)
+    if during_the_run:
+        assert code == 3
+        assert gate["reason"] == "interrupted by SIGTERM"
+    else:
+        assert code == 0, gate.get("reason")
+        assert gate["verdict"] == "pass" and gate["totals"]["match"] == 4
+    assert len(read_rows(out)) == gate["totals"]["cases"]
