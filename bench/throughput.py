@@ -430,6 +430,8 @@ def _instructions(command: list[str], timeout: float = 1800) -> int:
         text=True,
         timeout=timeout,
     )
+    if done.returncode != 0:  # a failed run costs little: its count would be meaningless
+        raise RuntimeError(f"{command[:4]} exited {done.returncode}: {done.stderr[-2000:]}")
     for line in done.stderr.splitlines():
         if "I   refs:" in line or "I refs:" in line:
             return int(line.rsplit(":", 1)[1].replace(",", "").strip())
