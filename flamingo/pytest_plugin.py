@@ -372,6 +372,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
     _refuse_whole_run_rules(thresholds, stage)
+    upstream = loaded.upstream  # port 0 (any free one) gives each process its own
+    if upstream is not None and upstream.port and _xdist_workers(config) > 1:
+        origin = f"{upstream.host}:{upstream.port}"
+        raise pytest.UsageError(
+            f"upstream: the recording origin listens on {origin}, which one process can "
+            "hold, and -n starts several; run these suites with -n 0 (or flamingo run)"
+        )
     plugin = FlamingoPlugin(config, loaded)
     config.pluginmanager.register(plugin, "flamingo-engine")
     if plugin.controller:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,26 @@ def test_gates_that_need_one_continuous_run_are_refused_before_sending(
         assert proc.returncode == 4, proc.stdout + proc.stderr
         assert said in proc.stderr and "flamingo run --stage" in proc.stderr
     assert listener.count == 0
+
+
+def test_upstream_under_several_xdist_workers_is_refused(
+    servers: ServerFactory, tmp_path: Path
+) -> None:
+    """The recording origin holds one port: two workers would race for it (one would fail
+    every case it sends). Refused before anything is sent; -n 0 runs."""
+    listener = servers(name="listener")
+    with socket.socket() as probe:  # a port free now; the test never binds it under -n
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "targets.yaml").write_text(
+        f"targets:\n  old: {{base_url: '{listener.url}'}}\n  new: {{base_url: '{listener.url}'}}\n"
+        f"upstream: {{listen: '127.0.0.1:{port}'}}\n"
+    )
+    (tmp_path / "s.yaml").write_text("suite: s\nrequests:\n  - {name: hello, path: /ok}\n")
+    proc = _pytest(tmp_path, "--flamingo-targets", "targets.yaml", "-n", "2", ".")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"recording origin listens on 127.0.0.1:{port}" in proc.stderr and "-n 0" in proc.stderr
+    assert listener.count == 0
+    proc = _pytest(tmp_path, "--flamingo-targets", "targets.yaml", "-n", "0", ".")
+    assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert listener.count == 2
