@@ -106,6 +106,11 @@ class SignalGuard:
         calling      `calling`     is noted and handed to a callback: the send loop stops itself
                                    (from its own event loop, never from inside the handler)
 
+    A stop is acted on once: after `Interrupted` was raised or a callback took a signal, no
+    later signal raises, in any phase - the clean-up (gate.json, the report) is never cut short,
+    and a run already under way is never reported as "interrupted before any case was sent".
+    Front doors run the engine inside `deferring` (the engine has the signals during a run).
+
     Only the main thread can take signals; elsewhere `install` does nothing and Python's own
     handling stays.
     """
