@@ -29,6 +29,7 @@ from faultserver import (
     read_rows,
     write_targets,
 )
+from test_signals import _assert_interrupted, _finish, _start, _wait_until
 
 from flamingo.engine import RunOptions, Session
 from flamingo.load import load_config, load_suites
@@ -306,32 +307,19 @@ def test_ctrl_c_ends_a_run_whose_workers_stopped_reading(
         f"    matrix: {{ i: [{', '.join(map(str, range(400)))}] }}\n"
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        flamingo_command(
-            "run", "--targets", targets, "--suites", suite, "--out", out, "--no-progress",
-            "--workers", 2,
-        ),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = _start(
+        "run", "--targets", targets, "--suites", suite, "--out", out, "--no-progress",
+        "--workers", 2,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while server.count < 5 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        workers = _children(proc.pid)
-        assert len(workers) == 2 and server.count >= 5, (workers, server.count)
-        for pid in workers:
-            os.kill(pid, signal.SIGSTOP)
-        time.sleep(0.5)  # the parent keeps handing them batches it can no longer deliver
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 3, err
-    assert "Traceback" not in err
-    gate = read_gate(out)
-    assert gate["verdict"] == "error" and "interrupted by SIGINT" in gate["reason"]
+    _wait_until(lambda: server.count >= 5, "the run is sending")
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.2)  # frozen with requests in flight: no answer will come back
+    proc.send_signal(signal.SIGINT)
+    code, err = _finish(proc)
+    _assert_interrupted(code, err, out, "SIGINT")
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), pid
 
