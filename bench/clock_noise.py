@@ -1,10 +1,11 @@
 """How often does a clock endpoint come out clean, with no ignore rule? (issue 14's outside check)
 
-A suite of one clock case (``msec`` and ``request_id``, plus a Date header) repeated 30 times with
-``compare: {noise: auto}`` and no ignore rule, run N times (default 20) against two instances of
-the clock (`flamingo.demo.clock`): it should match in every run. Then the same with a ``new``
-whose clock is broken in a planted way (msec null, msec constant, request_id empty): that must be
-caught (at least one case not ``match``) in every run.
+A suite of one clock case (``msec``, ``request_id``, ``expires_at``, a Date and an Expires header)
+repeated 30 times with ``compare: {noise: auto}`` and no ignore rule, run N times (default 20)
+against two instances of the clock (`flamingo.demo.clock`): it should match in every run. Then
+the same with a ``new`` whose clock is broken in a planted way (msec null, msec constant,
+request_id empty, the lifetime of ``expires_at``/``Expires`` cut from an hour to five minutes):
+that must be caught (at least one case not ``match``) in every run.
 
     python bench/clock_noise.py [--runs 20] [--repeat 30]
 
@@ -18,7 +19,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from flamingo.demo.clock import clock_run, running_clock
+from flamingo.demo.clock import CLOCK_MODES, clock_run, running_clock
 
 
 def run_once(old: str, new: str, repeat: int, folder: Path) -> tuple[int, int, list[str]]:
@@ -34,7 +35,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running_clock("ok") as old:
-        for mode in ("ok", "null", "constant", "empty-id"):
+        for mode in CLOCK_MODES:
             with running_clock(mode) as new:
                 clean, misses, learned = 0, [], set()
                 for _ in range(args.runs):

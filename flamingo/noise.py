@@ -43,13 +43,20 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flamingo.compare import compare, is_unlisted, json_type
 from flamingo.judge import set_aside
-from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
+from flamingo.model import (
+    CaseResult,
+    CompareRules,
+    Difference,
+    Exchange,
+    Response,
+    header_values,
+)
 from flamingo.normalize import JsonNumber, header_value, normalize_body
 from flamingo.shape import ID_SHAPES, TIME_SHAPES, TimeWindows, seconds, shape
 from flamingo.signature import generalize
@@ -79,6 +86,14 @@ NoiseKey = tuple[str, str]  # (kind, generalized location)
 #: moment agree within a tick, so concurrent cases sharing one millisecond are not a stop.
 CONSTANT_AFTER = 3
 STOPPED_S = 2.0
+#: A timestamp more than this far ahead of its own response's ``Date`` is a *lifetime* (an
+#: ``Expires``, a token's ``expires_at``), not a timestamp of now: old's and new's must then stand
+#: as far ahead of their own ``Date`` within `LIFETIME_TOLERANCE_S`, or the pair is a difference
+#: - a cache lifetime cut from an hour to five minutes is a change, however "now"-like both
+#: values look. The tolerance absorbs clock skew between the host that set ``Date`` and the one
+#: that made the value; equal lifetimes read a second apart (a tick straddled) stay noise.
+AHEAD_S = 60.0
+LIFETIME_TOLERANCE_S = 60.0
 #: Repeated cases (``#k``) whose last old response is kept, to see what changes over time.
 MAX_REPEATS_TRACKED = 1_000
 #: Bodies larger than this are not kept for that.
@@ -444,11 +459,19 @@ class NoiseModel:
         lags = min(abs(old - new_s) for old in olds) >= STOPPED_S
         return moved or lags
 
-    def decide(self, template: str, diff: Difference, threshold: float | None = None) -> bool:
+    def decide(
+        self,
+        template: str,
+        diff: Difference,
+        threshold: float | None = None,
+        dates: Callable[[], tuple[float | None, float | None]] | None = None,
+    ) -> bool:
         """Is this old-vs-new difference noise? (every source of evidence, one place)
 
         1. Both values are the same kind of timestamp of *now* (inside the time windows):
-           noise without any count - unless new's has stopped moving (`stopped`).
+           noise without any count - unless new's has stopped moving (`stopped`), or they are
+           lifetimes that differ (`lifetime_changed`; ``dates``: the epoch seconds of old's and
+           new's ``Date`` header, asked for only here).
         2. Where old's values had a volatile shape (timestamps, ids), a new value of a shape
            old never had (null, "", a constant from 1970) is a difference: a change of shape.
         3. Otherwise the old-vs-old counts decide (`excuses`: counts and the old variation).
@@ -458,6 +481,8 @@ class NoiseModel:
         key = noise_key(diff)
         old_shape, new_shape = self.shape(diff.old), self.shape(diff.new)
         if old_shape in TIME_SHAPES and new_shape == old_shape:
+            if dates is not None and lifetime_changed(diff, old_shape, *dates()):
+                return False
             return not self.stopped(template, key, diff.new)
         stat = self.stats.get(template, {}).get(key)
         volatile = stat.shapes & (TIME_SHAPES | ID_SHAPES) if stat is not None else set()
@@ -615,10 +640,40 @@ def _text_is_noise(
     )
 
 
+def lifetime_changed(
+    diff: Difference, kind: str, old_date: float | None, new_date: float | None
+) -> bool:
+    """Do two timestamps of time shape ``kind`` stand at different distances ahead of their own
+    responses' ``Date`` (`AHEAD_S`, `LIFETIME_TOLERANCE_S`)? False when a ``Date`` is missing
+    or unreadable: then nothing says how far ahead a value is."""
+    if old_date is None or new_date is None:
+        return False
+    old_s, new_s = seconds(diff.old, kind), seconds(diff.new, kind)
+    if old_s is None or new_s is None:
+        return False
+    old_ahead, new_ahead = old_s - old_date, new_s - new_date
+    return max(old_ahead, new_ahead) > AHEAD_S and abs(old_ahead - new_ahead) > LIFETIME_TOLERANCE_S
+
+
+def _date(exchange: Exchange | None) -> float | None:
+    """Epoch seconds of a response's ``Date`` header, or None."""
+    if not isinstance(exchange, Response):
+        return None
+    values = header_values(exchange.headers, "date")
+    return seconds(values[0], "http-date") if values else None
+
+
 def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
     """Leave the differences at noisy locations out of a result (per the model's counts now)."""
     if not result.differences:
         return result
+    known: list[tuple[float | None, float | None]] = []
+
+    def dates() -> tuple[float | None, float | None]:  # parsed once, and only if asked
+        if not known:
+            known.append((_date(result.old), _date(result.new)))
+        return known[0]
+
     rules = result.case.compare
     threshold = rules.noise_threshold
     template = result.case.template
@@ -628,7 +683,7 @@ def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
         if diff.kind == "body" and diff.location == "text":
             is_noise = _text_is_noise(result, model, rules, threshold)
         else:
-            is_noise = not is_unlisted(diff) and model.decide(template, diff, threshold)
+            is_noise = not is_unlisted(diff) and model.decide(template, diff, threshold, dates)
         (noisy if is_noise else kept).append(diff)
     if not noisy:
         return result

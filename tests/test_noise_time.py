@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from flamingo.demo.clock import clock_run, running_clock
 from flamingo.judge import judge_case
 from flamingo.model import Case, CaseResult, CompareRules, Response
-from flamingo.noise import NoiseLearner, NoiseModel
+from flamingo.noise import NoiseLearner, NoiseModel, filter_noise
 from flamingo.shape import TimeWindows
 
 NOW = 1_795_880_000.0
@@ -171,7 +172,50 @@ def test_clock_endpoint_matches_with_no_ignore_rule_and_planted_changes_are_caug
     with running_clock("ok") as old, running_clock("ok") as new:
         for _ in range(5):  # bench/clock_noise.py runs it 20 times and counts
             assert clock_run(old, new, tmp_path).gate.totals.match == 30
-    for mode in ("null", "constant", "empty-id"):
+    for mode in ("null", "constant", "empty-id", "lifetime"):
         with running_clock("ok") as old, running_clock(mode) as new:
             totals = clock_run(old, new, tmp_path).gate.totals
             assert totals.diff >= 20, (mode, totals)
+
+
+# --------------------------------------------------------------------------------------------
+# Lifetimes: how far ahead of its own Date a timestamp stands
+# --------------------------------------------------------------------------------------------
+
+
+def _http_date(seconds: float) -> str:
+    return formatdate(seconds, usegmt=True)
+
+
+def _dated(date: float | None, expires: float, body_ahead: float) -> Response:
+    headers = [("Expires", _http_date(expires))]
+    if date is not None:
+        headers.append(("Date", _http_date(date)))
+    return _resp({"expires_at": int(body_ahead * 1000)}, tuple(headers))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "noise"),
+    [
+        # (Date, Expires, expires_at) of each side, seconds after NOW
+        ((0, 3600, 3600), (1, 3601, 3601), True),  # one lifetime, a tick straddled
+        ((0, 3600, 3600), (0, 3630, 3630), True),  # within the tolerance (clock skew)
+        ((0, 3600, 3600), (0, 300, 300), False),  # an hour cut to five minutes
+        ((0, 300, 300), (0, 3600, 3600), False),  # ... or raised
+        ((-300, 3300, 3300), (0, 3600, 3600), True),  # a cached copy: its own Date, same lifetime
+        ((0, 10, 10), (0, 40, 40), True),  # both within a minute of now: timestamps of now
+        ((None, 3600, 3600), (None, 300, 300), True),  # no Date: nothing says how far ahead
+    ],
+)
+def test_a_lifetime_change_is_a_difference_a_straddled_tick_is_not(
+    old: tuple[float | None, float, float], new: tuple[float | None, float, float], noise: bool
+) -> None:
+    def side(date: float | None, expires: float, ahead: float) -> Response:
+        return _dated(None if date is None else NOW + date, NOW + expires, NOW + ahead)
+
+    result = judge_case(_case(1), side(*old), side(*new))
+    located = {d.location for d in result.differences} - {"date"}
+    assert located == {"expires", "$.expires_at"}
+    kept = filter_noise(result, NoiseModel(windows=WINDOW.plus(NOW, NOW + 86_400)))
+    left = {d.location for d in kept.differences} - {"date"}
+    assert left == (set() if noise else located)

@@ -1,9 +1,10 @@
 """A clock origin: the noisiest honest endpoint there is, for noise learning that sees time.
 
-``GET /clock`` answers ``{"msec": <epoch milliseconds>, "request_id": <uuid hex>}`` with a
-``Date`` header. Every answer differs from every other, and the millisecond clock differs between
-two requests sent at the same moment only when they straddle a tick - which is why counting
-old-vs-old differences alone learns it in some runs and not in others.
+``GET /clock`` answers ``{"msec": <epoch milliseconds>, "request_id": <uuid hex>, "expires_at":
+<epoch milliseconds an hour ahead>}`` with a ``Date`` header and an ``Expires`` an hour ahead.
+Every answer differs from every other, and the millisecond clock differs between two requests
+sent at the same moment only when they straddle a tick - which is why counting old-vs-old
+differences alone learns it in some runs and not in others.
 
 ``mode`` plants a regression in the answers of one instance (the ``new`` under test):
 
@@ -12,6 +13,8 @@ old-vs-old differences alone learns it in some runs and not in others.
     constant   ``msec`` is a minute before the server started, forever (a clock that stopped,
                a cached answer)
     empty-id   ``request_id`` is ""
+    lifetime   ``expires_at`` and ``Expires`` are five minutes ahead, not an hour (a lifetime cut:
+               both still look like "now", a day's window wide)
 
 `running_clock` serves one instance on 127.0.0.1 from a thread, and `clock_run` runs the clock
 suite (one case repeated, ``noise: auto``, no ignore rule) against two of them through the engine
@@ -26,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +51,7 @@ compare:
   noise: auto
 """
 
-CLOCK_MODES = ("ok", "null", "constant", "empty-id")
+CLOCK_MODES = ("ok", "null", "constant", "empty-id", "lifetime")
 
 
 def make_clock_app(mode: str = "ok") -> web.Application:
@@ -55,15 +59,23 @@ def make_clock_app(mode: str = "ok") -> web.Application:
         raise ValueError(f"unknown clock mode {mode!r} (one of {', '.join(CLOCK_MODES)})")
     stopped = int(time.time() * 1000) - 60_000
 
+    lifetime = 300 if mode == "lifetime" else 3600
+
     async def clock(request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"msec": int(time.time() * 1000), "request_id": uuid.uuid4().hex}
+        now = time.time()
+        body: dict[str, Any] = {
+            "msec": int(now * 1000),
+            "request_id": uuid.uuid4().hex,
+            "expires_at": int((now + lifetime) * 1000),
+        }
         if mode == "null":
             body["msec"] = None
         elif mode == "constant":
             body["msec"] = stopped
         elif mode == "empty-id":
             body["request_id"] = ""
-        return web.json_response(body)
+        expires = formatdate(now + lifetime, usegmt=True)
+        return web.json_response(body, headers={"Expires": expires})
 
     app = web.Application()
     app.router.add_get("/clock", clock)
