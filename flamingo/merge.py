@@ -639,6 +639,7 @@ def part_from_view(view: Any, source: str = "") -> PartialRun:
                 r.count(row, "over_time", where),
                 r.count(row, "timely", where),
                 r.get(row, "time_shape", str, where),
+                r.count(row, "lifetimes", where),
             )
         )
     repeats = r.get(noise_view, "repeats", dict, "noise.")

@@ -255,6 +255,7 @@ class NoiseStat:
     over_time: int = 0  # ...how often it changed between repeats of one case, sent over time
     timely: int = 0  # ...old-vs-new differences where both were timestamps of now
     time_shape: str = ""  # ...and which kind of timestamp
+    lifetimes: int = 0  # ...old-vs-old samples whose lifetimes differed (`lifetime_changed`)
     #: new value -> (its epoch seconds, the distinct old epoch seconds it differed from)
     partners: dict[str, tuple[float, set[float]]] = field(default_factory=dict)
 
@@ -358,6 +359,13 @@ class NoiseModel:
             stat, first = self._note(stats, seen, diff)
             if first:
                 stat.differing += 1
+                kind = self.shape(diff.old)
+                if (
+                    kind in TIME_SHAPES
+                    and self.shape(diff.new) == kind
+                    and lifetime_changed(diff, kind, _date(old), _date(replica))
+                ):
+                    stat.lifetimes += 1  # old's own lifetimes vary here: not a change on new
             if len(stat.examples) < MAX_EXAMPLES and diff.old is not None:
                 stat.examples.append(str(diff.old))
 
@@ -471,7 +479,7 @@ class NoiseModel:
         1. Both values are the same kind of timestamp of *now* (inside the time windows):
            noise without any count - unless new's has stopped moving (`stopped`), or they are
            lifetimes that differ (`lifetime_changed`; ``dates``: the epoch seconds of old's and
-           new's ``Date`` header, asked for only here).
+           new's ``Date`` header, asked for only here) where old's own lifetimes never did.
         2. Where old's values had a volatile shape (timestamps, ids), a new value of a shape
            old never had (null, "", a constant from 1970) is a difference: a change of shape.
         3. Otherwise the old-vs-old counts decide (`excuses`: counts and the old variation).
@@ -480,11 +488,15 @@ class NoiseModel:
         """
         key = noise_key(diff)
         old_shape, new_shape = self.shape(diff.old), self.shape(diff.new)
+        stat = self.stats.get(template, {}).get(key)
         if old_shape in TIME_SHAPES and new_shape == old_shape:
-            if dates is not None and lifetime_changed(diff, old_shape, *dates()):
+            if (
+                dates is not None
+                and not (stat is not None and stat.lifetimes)
+                and lifetime_changed(diff, old_shape, *dates())
+            ):
                 return False
             return not self.stopped(template, key, diff.new)
-        stat = self.stats.get(template, {}).get(key)
         volatile = stat.shapes & (TIME_SHAPES | ID_SHAPES) if stat is not None else set()
         if volatile and new_shape not in stat.shapes:  # type: ignore[union-attr]
             return False
@@ -509,6 +521,8 @@ class NoiseModel:
             parts.append(f"over time: {stat.over_time} of {self.repeats.get(template, 0)} repeats")
         if stat.timely:
             parts.append(f"time: {stat.timely} x both {stat.time_shape} of now")
+        if stat.lifetimes:
+            parts.append(f"lifetimes differ on old: {stat.lifetimes}")
         shapes = sorted(stat.shapes - {PLAIN})
         if shapes:
             parts.append(f"old shapes: {'/'.join(shapes)}")
@@ -571,6 +585,7 @@ class NoiseModel:
                     s.over_time,
                     s.timely,
                     s.time_shape,
+                    s.lifetimes,
                 )
                 for template, stats in self.stats.items()
                 for (kind, location), s in stats.items()
@@ -596,6 +611,7 @@ class NoiseModel:
             stat.over_time += row.over_time
             stat.timely += row.timely
             stat.time_shape = stat.time_shape or row.time_shape
+            stat.lifetimes += row.lifetimes
 
 
 @dataclass(frozen=True)
@@ -613,6 +629,7 @@ class NoiseObservation:
     over_time: int = 0  # changed between repeats of one case sent over time
     timely: int = 0  # old-vs-new differences where both were timestamps of now
     time_shape: str = ""
+    lifetimes: int = 0  # old-vs-old samples whose lifetimes differed
 
 
 @dataclass(frozen=True)

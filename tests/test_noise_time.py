@@ -7,6 +7,7 @@ regressions of shape are caught.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from email.utils import formatdate
@@ -219,3 +220,23 @@ def test_a_lifetime_change_is_a_difference_a_straddled_tick_is_not(
     kept = filter_noise(result, NoiseModel(windows=WINDOW.plus(NOW, NOW + 86_400)))
     left = {d.location for d in kept.differences} - {"date"}
     assert left == (set() if noise else located)
+
+
+def test_lifetimes_that_vary_on_old_are_noise_on_new() -> None:
+    """A token whose expiry is jittered (an hour, plus up to another): old's own answers, read
+    together, stand at different distances ahead of their Date - the location's lifetime is
+    itself volatile, so new's differing one is noise, not a change."""
+    jitter = itertools.cycle([17, 2900, 1410, 333, 2222, 61, 3100, 980, 1800, 45, 2600, 700, 5])
+
+    def answer(k: int) -> Response:
+        return _dated(NOW + k, NOW + k + 3600 + next(jitter), NOW + k + 3600 + next(jitter))
+
+    model = NoiseModel(windows=WINDOW.plus(NOW, NOW + 86_400))
+    learner = NoiseLearner(model)
+    results: list[CaseResult] = []
+    for k in range(1, 13):
+        results.extend(learner.add(judge_case(_case(k), answer(k), answer(k)), answer(k)))
+    results.extend(learner.flush())
+    assert {r.outcome for r in results} == {"match"}, [r.differences for r in results]
+    rows = {e.location: e.evidence for e in model.entries()}
+    assert "lifetimes differ on old" in rows["expires"]
