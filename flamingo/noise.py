@@ -40,6 +40,7 @@ decisions depend only on those counts. The rows `entries()` returns feed gate.js
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -352,18 +353,18 @@ class NoiseModel:
         self.samples[template] = self.samples.get(template, 0) + 1
         stats = self.stats.setdefault(template, {})
         seen: set[NoiseKey] = set()  # a sample counts once per location ($.items[*].t)
+        dates = _dates_of(old, replica)
         for diff in compare(old, replica, rules):
             if diff.kind == "body" and diff.location == "text":
                 self._observe_text(stats, old, replica, rules, diff)
                 continue
-            stat, first = self._note(stats, seen, diff)
+            stat, first, (kind, replica_kind) = self._note(stats, seen, diff)
             if first:
                 stat.differing += 1
-                kind = self.shape(diff.old)
                 if (
                     kind in TIME_SHAPES
-                    and self.shape(diff.new) == kind
-                    and lifetime_changed(diff, kind, _date(old), _date(replica))
+                    and replica_kind == kind
+                    and lifetime_changed(diff, kind, *dates())
                 ):
                     stat.lifetimes += 1  # old's own lifetimes vary here: not a change on new
             if len(stat.examples) < MAX_EXAMPLES and diff.old is not None:
@@ -371,17 +372,19 @@ class NoiseModel:
 
     def _note(
         self, stats: dict[NoiseKey, NoiseStat], seen: set[NoiseKey], diff: Difference
-    ) -> tuple[NoiseStat, bool]:
-        """The stat of ``diff``'s location, with both (old) values recorded; True when this is
-        the sample's first difference there (a sample counts once per location)."""
+    ) -> tuple[NoiseStat, bool, tuple[str, str]]:
+        """The stat of ``diff``'s location, with both (old) values and their shapes recorded;
+        True when this is the sample's first difference there (a sample counts once per
+        location); the two shapes."""
         key = noise_key(diff)
         stat = stats.setdefault(key, NoiseStat())
         stat.variation.record(diff.old)
         stat.variation.record(diff.new)
-        stat.shapes.update((self.shape(diff.old), self.shape(diff.new)))
+        shapes = self.shape(diff.old), self.shape(diff.new)
+        stat.shapes.update(shapes)
         first = key not in seen
         seen.add(key)
-        return stat, first
+        return stat, first, shapes
 
     def _observe_text(
         self,
@@ -429,7 +432,7 @@ class NoiseModel:
         for diff in compare(previous, old, rules):
             if diff.kind == "body" and diff.location == "text":
                 continue  # text regions are aligned per old-vs-old pair only
-            stat, first = self._note(stats, seen, diff)
+            stat, first, _ = self._note(stats, seen, diff)
             if first:
                 stat.over_time += 1
 
@@ -680,16 +683,19 @@ def _date(exchange: Exchange | None) -> float | None:
     return seconds(values[0], "http-date") if values else None
 
 
+def _dates_of(
+    old: Exchange | None, new: Exchange | None
+) -> Callable[[], tuple[float | None, float | None]]:
+    """The two responses' ``Date`` in epoch seconds, parsed on the first call only (most
+    differences never ask)."""
+    return functools.cache(lambda: (_date(old), _date(new)))
+
+
 def filter_noise(result: CaseResult, model: NoiseModel) -> CaseResult:
     """Leave the differences at noisy locations out of a result (per the model's counts now)."""
     if not result.differences:
         return result
-    known: list[tuple[float | None, float | None]] = []
-
-    def dates() -> tuple[float | None, float | None]:  # parsed once, and only if asked
-        if not known:
-            known.append((_date(result.old), _date(result.new)))
-        return known[0]
+    dates = _dates_of(result.old, result.new)
 
     rules = result.case.compare
     threshold = rules.noise_threshold
