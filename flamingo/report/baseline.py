@@ -38,10 +38,6 @@ def read_signatures(run_dir: Path) -> list[dict[str, Any]]:
         raise InputError(f"cannot read the run's signatures: {exc}", str(path)) from None
 
 
-def baseline_ids(run_dir: Path) -> frozenset[str]:
-    return frozenset(str(row["id"]) for row in read_signatures(run_dir))
-
-
 def _brief(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
