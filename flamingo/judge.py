@@ -588,7 +588,8 @@ def gate_reason(gate: GateResult, errors: Sequence[ErrorRow]) -> str:
     if not why and failing:
         first = failing[0]
         more = f" (and {len(failing) - 1} more failing checks)" if len(failing) > 1 else ""
-        why = f"{first.name} observed {_shown(first.observed)}, threshold {_shown(first.threshold)}"
+        observed, threshold = value_text(first.observed), value_text(first.threshold)
+        why = f"{first.name} observed {observed}, threshold {threshold}"
         why += more
     if why:
         # Errors lead when they are most of the run (a target down); else the failing check.
@@ -598,7 +599,8 @@ def gate_reason(gate: GateResult, errors: Sequence[ErrorRow]) -> str:
     return "; ".join(parts) or "the gate failed"
 
 
-def _shown(value: object) -> str:
+def value_text(value: object) -> str:
+    """A check's threshold or observed value as text (the reason, the console, the page)."""
     if value is None:
         return "n/a"
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flamingo.engine import Observer
+from flamingo.judge import value_text
 from flamingo.model import Totals
 
 if TYPE_CHECKING:
@@ -160,14 +161,6 @@ class SuiteProgress:
             self._live = None
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def print_summary(console: Console, gate: dict[str, Any], out_dir: str, top: int = 10) -> None:
     """The end of a run, from its gate document (already redacted: nothing here searches it for
     secrets). What a target or a suite wrote is printed as text, never read as rich markup."""
@@ -190,8 +183,8 @@ def print_summary(console: Console, gate: dict[str, Any], out_dir: str, top: int
         table.add_row(
             "[green]pass[/]" if ok else "[red]FAIL[/]",
             str(check.get("name")),
-            _fmt(check.get("observed")),
-            f"{op} {_fmt(check.get('threshold'))}",
+            value_text(check.get("observed")),
+            f"{op} {value_text(check.get('threshold'))}",
         )
     console.print(table)
     _signatures(console, gate, top)
@@ -236,8 +229,8 @@ def one_line_reason(gate: dict[str, Any]) -> str:
     first = failing[0]
     more = f" (and {len(failing) - 1} more failing checks)" if len(failing) > 1 else ""
     return (
-        f"{first['name']} observed {_fmt(first.get('observed'))}, threshold "
-        f"{_fmt(first.get('threshold'))}{more}"
+        f"{first['name']} observed {value_text(first.get('observed'))}, threshold "
+        f"{value_text(first.get('threshold'))}{more}"
     )
 
 
@@ -275,7 +268,7 @@ def _errors(console: Console, gate: dict[str, Any]) -> None:
     for key in keys:
         table.add_column(key, overflow="fold")
     for error in errors[:10]:
-        table.add_row(*(escape(_fmt(error.get(k))) for k in keys))
+        table.add_row(*(escape(value_text(error.get(k))) for k in keys))
     console.print(table)
 
 
@@ -287,7 +280,9 @@ def _latency(console: Console, gate: dict[str, Any]) -> None:
     for column in ("target", "p50", "p90", "p99", "max", "mean"):
         table.add_column(column, justify="right" if column != "target" else "left")
     for target, stats in latency.items():
-        table.add_row(target, *(_fmt(stats.get(k)) for k in ("p50", "p90", "p99", "max", "mean")))
+        table.add_row(
+            target, *(value_text(stats.get(k)) for k in ("p50", "p90", "p99", "max", "mean"))
+        )
     console.print(table)
 
 

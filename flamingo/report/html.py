@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import IO, Any
 
+from flamingo.judge import value_text
+
 #: Body characters of a side-by-side example embedded in the page.
 EXAMPLE_BODY_CHARS = 8 * 1024
 #: Clusters that get a side-by-side example on the page (the largest first).
@@ -146,14 +148,6 @@ def _e(value: Any) -> str:
     return escape("—" if value is None else str(value))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 @dataclass(frozen=True)
 class Page:
     """Everything the page shows, already redacted."""
@@ -195,7 +189,8 @@ def _default_reason(gate: dict[str, Any]) -> str:
         return f"all {len(gate.get('checks', []))} checks passed"
     if failing:
         c = failing[0]
-        return f"{c['name']}: observed {_fmt(c['observed'])}, threshold {_fmt(c['threshold'])}"
+        observed, threshold = value_text(c["observed"]), value_text(c["threshold"])
+        return f"{c['name']}: observed {observed}, threshold {threshold}"
     return ""
 
 
@@ -237,7 +232,7 @@ def _context(page: Page) -> str:
 def _pct(value: Any) -> str:
     """0.999 -> 99.9%, 0.851485 -> 85.15%: as many digits as the value needs, up to 4."""
     if not isinstance(value, int | float) or isinstance(value, bool):
-        return _fmt(value)
+        return value_text(value)
     return f"{value * 100:.4g}%"
 
 
@@ -268,9 +263,9 @@ def _checks(gate: dict[str, Any]) -> str:
             if counts:
                 shown_obs += f" ({counts})"
         elif "ratio" in name and isinstance(observed, int | float):
-            shown_obs, shown_thr = f"{observed:.3f}×", f"{_fmt(threshold)}×"
+            shown_obs, shown_thr = f"{observed:.3f}×", f"{value_text(threshold)}×"
         else:
-            shown_obs, shown_thr = _fmt(observed), _fmt(threshold)
+            shown_obs, shown_thr = value_text(observed), value_text(threshold)
         op = "≥" if name.startswith("min_") else "≤"
         rows.append(
             f"<tr class='check-{ok}'><td class='{ok}'><b>{ok.upper()}</b></td><td>{_e(name)}</td>"
@@ -501,7 +496,7 @@ def latency_svg(gate: dict[str, Any], cdf: dict[str, list[tuple[float, float]]])
     table = "".join(
         f"<tr><td style='color:{_COLORS.get(t, '#000')}'>{_e(t)}</td>"
         + "".join(
-            f"<td class='num'>{_fmt(s.get(k))}</td>"
+            f"<td class='num'>{value_text(s.get(k))}</td>"
             for k in ("count", "p50", "p90", "p99", "max", "mean")
         )
         + "</tr>"
