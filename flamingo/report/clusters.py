@@ -107,17 +107,11 @@ class ReportIndex:
         self.out_dir = out_dir
         self.cases = 0
         self.signatures: dict[str, _Signature] = {}
-        self.errors: dict[tuple[str, str], dict[str, Any]] = {}
         self._part: IO[str] = open(out_dir / _CASES_PART, "w", encoding="utf-8")  # noqa: SIM115
 
-    def add(self, result: CaseResult, row: dict[str, Any], redactor: Redactor) -> None:
-        """One non-matching case; ``row`` is its redacted results row."""
-        self.add_row(row)
-        self.add_signatures(result, row, redactor)
-
     def add_row(self, row: dict[str, Any]) -> None:
-        """The page's line of one non-matching case and its transport errors, from its row
-        alone (also a row another run wrote: `flamingo merge`)."""
+        """The page's line of one non-matching case, from its row alone (also a row another
+        run wrote: `flamingo merge`)."""
         lines = [describe_error(row[t], t) for t in ("old", "new") if row[t].get("error")]
         lines += [
             f"{t}: connection ended {row[t]['ending']}"
@@ -128,19 +122,6 @@ class ReportIndex:
         lines += [describe_difference(d) for d in row["differences"]]
         self._part.write(html.case_row(row, lines) + "\n")
         self.cases += 1
-        for side in ("old", "new"):
-            view = row[side]
-            if view.get("error"):
-                group = self.errors.get((side, view["error"]))
-                if group is None:
-                    group = self.errors[(side, view["error"])] = {
-                        "target": side,
-                        "kind": view["error"],
-                        "count": 0,
-                        "example": row["id"],
-                        "message": view.get("message", ""),
-                    }
-                group["count"] += 1
 
     def add_signatures(self, result: CaseResult, row: dict[str, Any], redactor: Redactor) -> None:
         """The difference signatures of one non-matching case."""
@@ -221,8 +202,7 @@ class ReportIndex:
 
     def annotate(self, doc: dict[str, Any], context: ReportContext) -> None:
         """What the gate document gets from the index: how many signatures there are in all
-        (it lists the top ones), and transport errors grouped by target and kind (unless the
-        engine grouped them already)."""
+        (it lists the top ones) and, with ``--baseline``, how they compare with that run's."""
         doc["signature_count"] = len(self.signatures)
         if context.baseline is not None:
             from flamingo.report.baseline import compare_signatures
@@ -232,8 +212,6 @@ class ReportIndex:
             doc["baseline"] = compare_signatures(
                 list(context.baseline), current, context.baseline_run
             )
-        if "errors" not in doc:
-            doc["errors"] = sorted(self.errors.values(), key=lambda e: (-e["count"], e["target"]))
 
     def _rows(self) -> Iterator[str]:
         with open(self.out_dir / _CASES_PART, encoding="utf-8") as part:
@@ -267,13 +245,10 @@ class ReportIndex:
                 cluster["missing"] = (
                     "no evidence kept for this example (evidence store full or off)"
                 )
-        errors = gate_doc.get("errors")
-        if not isinstance(errors, list):
-            errors = sorted(self.errors.values(), key=lambda e: -e["count"])
         page = html.Page(
             gate=gate_doc,
             clusters=clusters,
-            errors=errors,
+            errors=gate_doc["errors"],
             latency_cdf=latency_cdf,
             evidence=gate_doc.get("evidence"),
             version=__version__,

@@ -292,5 +292,6 @@ def write_unrun(out_dir: Path, stage: str | None, reason: str) -> None:
         "started_at": now,
         "finished_at": now,
         "reason": reason,
+        "errors": [],  # every gate document has its error signatures (`gate.gate_document`)
     }
     RunFiles(out_dir, Redactor()).finish(gate, doc, now)
