@@ -71,29 +71,24 @@ class TimeWindows:
         return TimeWindows((*self.spans, (start, end)), self.slack)
 
 
-def _epoch(number: float, windows: TimeWindows) -> str | None:
-    for unit, scale in (("epoch-s", 1.0), ("epoch-ms", 1e3), ("epoch-us", 1e6)):
-        if number / scale in windows:
+_SCALE = {"epoch-s": 1.0, "epoch-ms": 1e3, "epoch-us": 1e6}
+
+
+def _epoch(number: int | float | str, windows: TimeWindows) -> str | None:
+    try:
+        value = float(number)
+    except OverflowError:  # an integer beyond any float (a JSON 1e400 written out): no time
+        return None
+    for unit, scale in _SCALE.items():
+        if value / scale in windows:
             return unit
     return None
 
 
 def _date(text: str, windows: TimeWindows) -> str | None:
-    if _ISO.fullmatch(text):
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is None:  # a date-time without an offset: read it as UTC
-            moment = moment.replace(tzinfo=UTC)
-        return "iso-date" if moment.timestamp() in windows else None
-    if _HTTP_DATE.fullmatch(text):
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        return "http-date" if moment.timestamp() in windows else None
-    return None
+    kind = "iso-date" if _ISO.fullmatch(text) else "http-date" if _HTTP_DATE.fullmatch(text) else ""
+    moment = seconds(text, kind) if kind else None
+    return kind if moment is not None and moment in windows else None
 
 
 def seconds(value: Any, kind: str) -> float | None:
@@ -114,9 +109,6 @@ def seconds(value: Any, kind: str) -> float | None:
     return None
 
 
-_SCALE = {"epoch-s": 1.0, "epoch-ms": 1e3, "epoch-us": 1e6}
-
-
 def shape(value: Any, windows: TimeWindows) -> str | None:
     """The volatile shape of ``value`` (a JSON leaf or a header value), or None."""
     if value is None:
@@ -126,14 +118,14 @@ def shape(value: Any, windows: TimeWindows) -> str | None:
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             return None
-        return _epoch(float(value), windows)
+        return _epoch(value, windows)
     if not isinstance(value, str):
         return None
     if value == "":
         return "empty"
     text = value.strip()
     if _DIGITS.fullmatch(text):
-        return _epoch(float(text), windows)
+        return _epoch(text, windows)
     if text[:1].isdigit() or text[:3] in _WEEKDAYS:
         found = _date(text, windows)
         if found is not None:

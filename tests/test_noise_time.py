@@ -20,7 +20,7 @@ from flamingo.demo.clock import clock_run, running_clock
 from flamingo.judge import judge_case
 from flamingo.model import Case, CaseResult, CompareRules, Response
 from flamingo.noise import NoiseLearner, NoiseModel, filter_noise
-from flamingo.shape import TimeWindows
+from flamingo.shape import TimeWindows, shape
 
 NOW = 1_795_880_000.0
 WINDOW = TimeWindows(((NOW, NOW + 3600),))
@@ -240,3 +240,15 @@ def test_lifetimes_that_vary_on_old_are_noise_on_new() -> None:
     assert {r.outcome for r in results} == {"match"}, [r.differences for r in results]
     rows = {e.location: e.evidence for e in model.entries()}
     assert "lifetimes differ on old" in rows["expires"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "99999-01-01T00:00:00Z", 10**400],
+)
+def test_a_time_beyond_any_clock_is_no_shape_and_no_crash(value: Any) -> None:
+    """A target may answer a date no datetime holds, or an integer no float holds: not a time
+    (it used to raise OverflowError out of noise learning and end the run as a harness error)."""
+    assert shape(value, WINDOW.plus(0, 2e10)) is None
+    results, _ = _judge([({"t": value}, {"t": value}, {"t": "other"})])
+    assert [r.outcome for r in results] == ["diff"]
