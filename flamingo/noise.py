@@ -50,14 +50,7 @@ from typing import Any
 
 from flamingo.compare import compare, is_unlisted, json_type
 from flamingo.judge import set_aside
-from flamingo.model import (
-    CaseResult,
-    CompareRules,
-    Difference,
-    Exchange,
-    Response,
-    header_values,
-)
+from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
 from flamingo.normalize import JsonNumber, header_value, normalize_body
 from flamingo.shape import ID_SHAPES, TIME_SHAPES, TimeWindows, seconds, shape
 from flamingo.signature import generalize
@@ -679,8 +672,8 @@ def _date(exchange: Exchange | None) -> float | None:
     """Epoch seconds of a response's ``Date`` header, or None."""
     if not isinstance(exchange, Response):
         return None
-    values = header_values(exchange.headers, "date")
-    return seconds(values[0], "http-date") if values else None
+    value = header_value(exchange.headers, "date")
+    return seconds(value, "http-date") if value is not None else None
 
 
 def _dates_of(

@@ -40,7 +40,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flamingo.errors import HarnessError
-from flamingo.model import Config, ForwardedRequest, RunSettings, UpstreamSettings, UpstreamView
+from flamingo.model import (
+    Config,
+    ForwardedRequest,
+    RunSettings,
+    UpstreamSettings,
+    UpstreamView,
+    header_values,
+)
 from flamingo.wire import Message, MessageReader
 
 TOKEN_HEADER = "X-Flamingo-Token"
@@ -247,7 +254,7 @@ class RecordingOrigin:
 
     @staticmethod
     def _wants_close(message: Message) -> bool:
-        connection = ",".join(v for n, v in message.headers if n.lower() == "connection").lower()
+        connection = ",".join(header_values(message.headers, "connection")).lower()
         if "close" in connection:
             return True
         return message.start_line.endswith("HTTP/1.0") and "keep-alive" not in connection
@@ -269,8 +276,8 @@ class RecordingOrigin:
                     not continued
                     and parser.state != "head"
                     and any(
-                        n.lower() == "expect" and v.lower() == "100-continue"
-                        for n, v in parser.current_headers
+                        v.lower() == "100-continue"
+                        for v in header_values(parser.current_headers, "expect")
                     )
                 ):
                     continued = True

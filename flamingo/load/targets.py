@@ -48,6 +48,7 @@ from flamingo.model import (
     RunSettings,
     Target,
     UpstreamSettings,
+    header_values,
 )
 from flamingo.yamlload import (
     describe,
@@ -183,9 +184,7 @@ def _target(name: str, value: Any, at: _At) -> Target:
     mapping = _mapping(value, at)
     _check_keys(mapping, at, tuple(_TARGET_RULES), required=("base_url",))
     target = Target(name=name, **_apply(mapping, at, _TARGET_RULES))
-    if "@" in urlsplit(target.base_url).netloc and any(
-        header.lower() == "authorization" for header, _ in target.headers
-    ):
+    if "@" in urlsplit(target.base_url).netloc and header_values(target.headers, "authorization"):
         # The client turns the userinfo into its own Authorization header: two credentials,
         # one header - every request would fail, so say it before anything is sent.
         raise at.key(mapping, "base_url").error(

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flamingo.errors import InputError
-from flamingo.model import Headers
+from flamingo.model import Headers, header_values
 
 __all__ = ["LOG_FORMATS", "Observed", "Reading", "read_access_log", "read_har"]
 
@@ -173,7 +173,7 @@ def read_har(text: str, file: str) -> Reading:
             mime = post.get("mimeType")
             content_type = mime if isinstance(mime, str) else ""
         if not content_type:
-            content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+            content_type = (header_values(headers, "content-type") or [""])[0]
         observed.append(
             Observed(
                 method=method.upper(),
