@@ -119,7 +119,6 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.received = ""  # the name of the first signal since `install`, "" for none
-        self.count = 0
         self._raise = False
         self._raised = False
         self._callback: Callable[[str], None] | None = None
@@ -140,7 +139,7 @@ class SignalGuard:
         except ValueError:  # not the main thread
             self.restore()
             return False
-        self.received, self.count, self._raised = "", 0, False
+        self.received, self._raised = "", False
         self._raise, self._callback = False, None
         return True
 
@@ -163,17 +162,10 @@ class SignalGuard:
     def note(self, signum: int) -> None:
         """A signal that arrived before `install` (``python -m flamingo``'s first instants)."""
         self.received = self.received or signal.Signals(signum).name
-        self.count += 1
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.received = self.received or signal.Signals(signum).name
-        self.count += 1
-        if self._callback is not None:
-            # Acted on: the stop is under way; a later signal, in whatever phase comes next,
-            # must not cut its clean-up short (or report the run as never begun).
-            self._raised = True
-            self._callback(self.received)
-        elif self._raise and not self._raised:
+        self.interrupt(signal.Signals(signum).name)
+        if self._raise and not self._raised:
             self._raised = True  # once: the next Ctrl-C must not interrupt the clean-up
             raise Interrupted(self.received)
 
@@ -182,9 +174,10 @@ class SignalGuard:
         the signals itself (the gate server's event loop) and stops its run thread this way.
         Never raises here: a run that is counting sees it when it starts sending."""
         self.received = self.received or name
-        self.count += 1
         callback = self._callback
         if callback is not None:
+            # Acted on: the stop is under way; a later signal, in whatever phase comes next,
+            # must not cut its clean-up short (or report the run as never begun).
             self._raised = True
             callback(self.received)
 
