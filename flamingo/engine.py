@@ -583,7 +583,7 @@ class Run:
             if engine is not None:
                 stage.start()
             steps = _Steps(loop, engine, stage.cases(), judge, sink, signals, origin)
-            stepper = steps.run(buffer if stepping else None)
+            stepper = steps.run(stepping)
             try:
                 if engine is not None:
                     with quiet_gc():
@@ -673,7 +673,7 @@ def conclude(
     elapsed_s: float,
     worker_peaks: tuple[float | None, ...] = (),
     files: RunFiles | None = None,
-    redactor: Redactor | None = None,
+    redactor: Redactor,
     resources: ResourceScrapes | None = None,
     stage_rules: dict[str, Any] | None = None,
     upstream: dict[str, Any] | None = None,
@@ -747,8 +747,6 @@ def conclude(
         partial=partial,
         errors=tuple(tally.top_errors()),
     )
-    if redactor is None:
-        redactor = files.redactor if files is not None else Redactor.for_config(config)
     document = redactor.gate(gate_document(summary))  # before it is written or shown
     if upstream is not None:  # what the recording origin saw (`flamingo.upstream`)
         document["upstream"] = upstream
@@ -784,9 +782,9 @@ class _Steps:
         self.signals = signals
         self.reason = ""
 
-    def run(self, buffer: deque[CaseResult] | None) -> Generator[None]:
+    def run(self, stepping: bool) -> Generator[None]:
         loop = self.loop
-        ready = asyncio.Event() if buffer is not None else None
+        ready = asyncio.Event() if stepping else None
 
         def handle(case: Case, old: Exchange, new: Exchange, replica: Exchange | None) -> None:
             for result in self.judge(case, old, new, replica):
