@@ -343,13 +343,11 @@ class BaselineWriter:
         """Write ``baseline.json`` and move the recording to ``out`` (replacing an older one)."""
         self._index.close()  # GzipFile leaves a file object it was given open
         self._raw.close()
-        info = BaselineInfo(
-            **{
-                **info.__dict__,
-                "exchanges": self.exchanges,
-                "objects": self.objects.written,
-                "stored_bytes": self.objects.stored_bytes + (self.work / INDEX).stat().st_size,
-            }
+        info = replace(
+            info,
+            exchanges=self.exchanges,
+            objects=self.objects.written,
+            stored_bytes=self.objects.stored_bytes + (self.work / INDEX).stat().st_size,
         )
         fd = os.open(self.work / INFO, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

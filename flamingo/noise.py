@@ -48,12 +48,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flamingo.compare import compare, is_unlisted, json_type
+from flamingo.compare import compare, is_unlisted
 from flamingo.judge import set_aside
 from flamingo.model import CaseResult, CompareRules, Difference, Exchange, Response
 from flamingo.normalize import JsonNumber, header_value, normalize_body
 from flamingo.shape import ID_SHAPES, TIME_SHAPES, TimeWindows, seconds, shape
-from flamingo.signature import generalize
+from flamingo.signature import generalize, value_type
 
 DEFAULT_THRESHOLD = 0.05
 #: Old-vs-old samples a template needs before its cases are judged (the run's end releases all).
@@ -139,10 +139,6 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and not isinstance(value, JsonNumber)
 
 
-def _value_type(value: Any) -> str:
-    return "absent" if value is None else json_type(value)
-
-
 @dataclass
 class Variation:
     """The values one location took on old: enough to tell whether a new value is like them."""
@@ -158,7 +154,7 @@ class Variation:
     def record(self, value: Any) -> None:
         self.observed += 1
         self._add_key(_value_key(value))
-        self.types.add(_value_type(value))
+        self.types.add(value_type(value))
         if _is_text(value):
             self.classes.update(_char_class(c) for c in value)
             self._add_length(len(value), len(value))
@@ -190,7 +186,7 @@ class Variation:
         """Is ``value`` (a new response's) like what this location took on old?"""
         if _value_key(value) in self.values:
             return True
-        if self.categorical(kind) or _value_type(value) not in self.types:
+        if self.categorical(kind) or value_type(value) not in self.types:
             return False
         if not _is_text(value):
             return True

@@ -35,7 +35,8 @@ def generalize(location: str) -> str:
     return _INDEX.sub("[*]", location)
 
 
-def _type(value: Any) -> str:
+def value_type(value: Any) -> str:
+    """A difference value's JSON type, or "absent" (a key or header that is not there)."""
     return "absent" if value is None else json_type(value)
 
 
@@ -43,7 +44,7 @@ def change_shape(diff: Difference) -> str:
     """The shape of one difference: values for status codes, types for everything else."""
     if diff.kind == "status":
         return f"{diff.old} → {diff.new}"
-    old, new = _type(diff.old), _type(diff.new)
+    old, new = value_type(diff.old), value_type(diff.new)
     if diff.kind == "header":
         old, new = (
             ("absent" if diff.old is None else "present"),

@@ -31,13 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flamingo.errors import InputError
+from flamingo.load.validate import _TOKEN_RE  # RFC 9110 token (a method)
 from flamingo.model import Headers, header_values
 
 __all__ = ["LOG_FORMATS", "Observed", "Reading", "read_access_log", "read_har"]
 
 LOG_FORMATS = ("combined", "json")
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token (a method)
 _CTL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
