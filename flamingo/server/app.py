@@ -285,30 +285,17 @@ def _answer(stage: str, record: RunRecord | None, *, rollback: bool) -> web.Resp
     if record is None or record.gate is None:
         return _error(412, f"stage '{stage}' has no finished run")
     passed = record.verdict == "pass"
-    reason = _why(record.gate)
     summary = {"stage": stage, "run": record.id, "verdict": record.verdict}
     if passed != rollback:  # a pass for a gate hook, a fail/error for the rollback hook
         return web.json_response({"ok": True, **summary})
     if rollback:
         line = f"stage '{stage}' run {record.id} passed: no rollback"
     else:
+        reason = str(record.gate.get("reason") or "").strip()  # every gate document says why
         line = f"stage '{stage}' run {record.id}: {record.verdict}" + (
-            f": {reason}" if reason else ""
+            f": {reason.splitlines()[0]}" if reason else ""
         )
     return web.json_response({"ok": False, "reason": line, **summary}, status=412)
-
-
-def _why(gate: dict[str, Any]) -> str:
-    """One line: the gate's reason, else its failed checks."""
-    reason = str(gate.get("reason") or "").strip()
-    if reason:
-        return reason.splitlines()[0]
-    failed = [
-        f"{c.get('name')} observed {c.get('observed')} against {c.get('threshold')}"
-        for c in gate.get("checks", [])
-        if isinstance(c, dict) and not c.get("passed")
-    ]
-    return "; ".join(failed)
 
 
 async def post_flagger(request: web.Request) -> web.Response:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flamingo.model import Check, GateResult, Totals, Verdict
+from flamingo.model import GateResult, Totals
 from flamingo.server.store import RunRecord, Store
 from flamingo.stage import judge_result
 
@@ -211,9 +211,6 @@ class Executor:
         if self._stopping.is_set() and gate.get("verdict") not in ("pass", "fail"):
             told = str(gate.get("reason") or "").strip()
             gate["reason"] = f"{INTERRUPTED} ({told})" if told else INTERRUPTED
-        gate.setdefault("complete", True)
-        if "judgeResult" not in gate:
-            gate["judgeResult"] = judge_result(_gate_result(gate))
         self.store.finish(record.id, gate)  # closed under the run: recovery finishes it
         with self._lock:
             self._progress.pop(record.id, None)
@@ -221,21 +218,6 @@ class Executor:
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, future)
-
-
-def _gate_result(doc: dict[str, Any]) -> GateResult:
-    """A gate document read back as the record `judge_result` takes (a document the engine
-    wrote without a judgeResult)."""
-    checks = tuple(
-        Check(
-            c["name"], c["threshold"], c.get("observed"), bool(c.get("passed")), c.get("detail", "")
-        )
-        for c in doc.get("checks", [])
-        if isinstance(c, dict) and "name" in c
-    )
-    verdict = doc.get("verdict")
-    shown: Verdict = verdict if verdict in ("pass", "fail") else "error"
-    return GateResult(shown, doc.get("stage"), Totals(), checks, str(doc.get("reason", "")))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
