@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from flamingo.errors import InputError
 from flamingo.server.executor import Executor, gate_without_run
 from flamingo.server.metrics import registry_for
-from flamingo.server.store import RunRecord, StageBusy, Store, valid_run_id
+from flamingo.server.store import RunRecord, StageBusy, Store
 
 __all__ = ["MAX_BODY", "build_app"]
 
@@ -124,8 +124,7 @@ def _stage(request: web.Request) -> str:
 
 
 def _record(request: web.Request) -> RunRecord:
-    run_id = request.match_info["id"]
-    record = request.app[STORE].get(run_id) if valid_run_id(run_id) else None
+    record = request.app[STORE].get(request.match_info["id"])  # an invalid id is no run
     if record is None:
         raise web.HTTPNotFound(reason="no such run")
     return record

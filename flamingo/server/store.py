@@ -184,29 +184,28 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _one(self, sql: str, params: tuple[str, ...]) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return None if row is None else self._record(row)
+
     def get(self, run_id: str) -> RunRecord | None:
         if not valid_run_id(run_id):
             return None
-        with self._lock:
-            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else self._record(row)
+        return self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
 
     def latest_finished(self, stage: str) -> RunRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM runs WHERE stage = ? AND status = 'done' ORDER BY seq DESC LIMIT 1",
-                (stage,),
-            ).fetchone()
-        return None if row is None else self._record(row)
+        return self._one(
+            "SELECT * FROM runs WHERE stage = ? AND status = 'done' ORDER BY seq DESC LIMIT 1",
+            (stage,),
+        )
 
     def active(self, stage: str) -> RunRecord | None:
         """The stage's queued or running run, if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM runs WHERE stage = ? AND status != 'done' ORDER BY seq LIMIT 1",
-                (stage,),
-            ).fetchone()
-        return None if row is None else self._record(row)
+        return self._one(
+            "SELECT * FROM runs WHERE stage = ? AND status != 'done' ORDER BY seq LIMIT 1",
+            (stage,),
+        )
 
     def latest_per_stage(self) -> list[RunRecord]:
         """Each stage's latest finished run (for /metrics)."""
