@@ -82,14 +82,14 @@ def _framing_label(message: Message) -> str:
 
 def forwarded_record(message: Message, seq: int) -> ForwardedRequest:
     """The record of one received request, with every token replaced by ``{{ token }}``."""
-    body = TOKEN_RE.sub(TOKEN_PLACEHOLDER, message.body)
+    body, replaced = TOKEN_RE.subn(TOKEN_PLACEHOLDER, message.body)
     return ForwardedRequest(
         request_line=_untoken(message.start_line),
         headers=tuple((_untoken(name), _untoken(value)) for name, value in message.headers),
         body=body,
         framing=_framing_label(message),
         complete=message.complete,
-        body_size=message.body_size if body == message.body else len(body),
+        body_size=len(body) if replaced else message.body_size,
         body_sha256=message.body_sha256,
         connection_seq=seq,
         notes=message.notes,

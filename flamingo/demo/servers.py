@@ -645,7 +645,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             headers.append(("Content-Encoding", coding))
 
     headers.extend([("Via", via), ("X-Proxy-Request-Id", proxy_request_id)])
-    if request.path.startswith(policy.fallback_paths) and policy.fallback_paths:
+    if request.path.startswith(policy.fallback_paths):  # () matches nothing
         headers.append(("X-Fallback", "1"))
     headers.append(("Server", policy.server))
     if policy.lower_case_sorted_headers:

@@ -378,7 +378,7 @@ def _identifier(text: str, taken: set[str]) -> str:
     return name
 
 
-def _shape(template: _Template, first: _Clean, names: dict[tuple[str, int], str]) -> str:
+def _shape(first: _Clean, names: dict[tuple[str, int], str]) -> str:
     """The target with ``{{ var }}`` at each variable position (literal elsewhere)."""
     segments = first.path.split("/")
     for index in range(len(segments)):
@@ -396,7 +396,7 @@ def _shape(template: _Template, first: _Clean, names: dict[tuple[str, int], str]
     return target
 
 
-def _display(template: _Template, first: _Clean) -> str:
+def _display(template: _Template) -> str:
     """The shape for a name: ``/api/items/<id>?q=<q>``."""
     segments = [s if s is not None else "<id>" for s in template.segments]
     shown = "/".join(segments)
@@ -420,13 +420,13 @@ def _request(template: _Template, instances: list[_Clean]) -> tuple[dict[str, An
         for kind, index, _ in variables:
             label = "id" if kind == "path" else unquote_plus(template.query_keys[index][0])
             names[kind, index] = _identifier(label, taken)
-        path = _shape(template, first, names)
+        path = _shape(first, names)
         request["name"] = f"{template.method} {path}"
         request["path"] = path
         request["matrix"] = {names[kind, index]: values for kind, index, values in variables}
         count = len(instances)
     else:
-        request["name"] = f"{template.method} {_display(template, first)} {{{{ target }}}}"
+        request["name"] = f"{template.method} {_display(template)} {{{{ target }}}}"
         request["path"] = "{{ target }}"
         request["matrix"] = {"target": [r.target for r in instances]}
         count = len(instances)
