@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from flamingo.demo.servers import _start
+
 if TYPE_CHECKING:
     from flamingo.engine import RunSummary
 
@@ -88,24 +90,18 @@ def running_clock(mode: str = "ok") -> Iterator[str]:
     app = make_clock_app(mode)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    state: dict[str, Any] = {}
+    runners: list[web.AppRunner] = []
+    state: dict[str, str] = {}
 
     async def start() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        state["port"] = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        state["runner"] = runner
+        state["url"] = await _start(app, "127.0.0.1", 0, runners)  # the demo servers' own start
         ready.set()
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(start())
         loop.run_forever()
-        loop.run_until_complete(state["runner"].cleanup())
+        loop.run_until_complete(runners[0].cleanup())
         loop.close()
 
     thread = threading.Thread(target=serve, name=f"clock-{mode}", daemon=True)
@@ -113,7 +109,7 @@ def running_clock(mode: str = "ok") -> Iterator[str]:
     if not ready.wait(10):
         raise RuntimeError("the clock server did not start within 10 s")
     try:
-        yield f"http://127.0.0.1:{state['port']}"
+        yield state["url"]
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
