@@ -230,7 +230,7 @@ class ReportIndex:
         cases = int(gate_doc.get("totals", {}).get("cases", 0))
         clusters = self.ranked(cases)
         # The full list for `flamingo compare` / --baseline (gate.json keeps the top ones only).
-        _write_atomic(
+        write_atomic(
             self.out_dir / SIGNATURES_FILE,
             json.dumps({"cases": cases, "signatures": clusters}, ensure_ascii=False, indent=1),
         )
@@ -261,7 +261,8 @@ class ReportIndex:
         (self.out_dir / _CASES_PART).unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` and a newline into ``path``, whole or not at all (a reader never sees half)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 from flamingo.errors import InputError
 from flamingo.merge import PARTIAL_FILE
 from flamingo.model import CaseResult, GateResult, Totals
-from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex
+from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex, write_atomic
 from flamingo.report.evidence import FILE_NAME as EVIDENCE_FILE
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
 from flamingo.report.redact import Redactor
@@ -191,8 +191,8 @@ class RunFiles:
             redacted_partial = self.redactor.gate(partial)
             if latency is not None:
                 partial["latency"] = redacted_partial["latency"] = latency
-            self._write_atomic(PARTIAL_FILE, json.dumps(redacted_partial, indent=1) + "\n")
-        self._write_atomic("gate.json", json.dumps(gate_doc, indent=2) + "\n")
+            write_atomic(self.out_dir / PARTIAL_FILE, json.dumps(redacted_partial, indent=1))
+        write_atomic(self.out_dir / "gate.json", json.dumps(gate_doc, indent=2))
         # Everything on the page is already redacted: the gate document, each case row and
         # each evidence record (as they were written); nothing rewrites the finished page.
         self.index.finish(gate_doc, self.redactor, self.context, latency_cdf or {})
@@ -219,12 +219,6 @@ class RunFiles:
             out.write("  </testsuite>\n</testsuites>\n")
         os.replace(tmp, path)
         self._junit_part_path.unlink(missing_ok=True)
-
-    def _write_atomic(self, name: str, text: str) -> None:
-        path = self.out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
 
 
 #: Every file a run may leave in its --out folder (the partial.json of `flamingo.merge`, the

@@ -416,8 +416,8 @@ def _clusters(page: Page) -> str:
     if not clusters:
         return "<h2>Difference signatures</h2><p>No differences.</p>"
     parts = [f"<h2>Difference signatures ({len(clusters)})</h2>"]
-    for index, c in enumerate(clusters):
-        example = c.get("view")
+    for c in clusters:
+        example = c.get("view")  # set for the first MAX_EXAMPLES clusters only
         parts.append(
             f"<section class='cluster' id='{_e(c['id'])}'><h3>{_e(c['description'])}</h3>"
             f"<p class='meta'>{_e(c['template'])} · <b>{c['count']}</b> cases "
@@ -427,7 +427,7 @@ def _clusters(page: Page) -> str:
             f"<p>e.g. <span class='mono'>{_e(c.get('example_change', ''))}</span></p>"
         )
         if example is not None:
-            parts.append(_example(example) if index < MAX_EXAMPLES else "")
+            parts.append(_example(example))
         elif c.get("missing"):
             parts.append(f"<p class='meta'>{_e(c['missing'])}</p>")
         parts.append("</section>")

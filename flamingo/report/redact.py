@@ -456,7 +456,7 @@ class Redactor:
         redacted: dict[str, Any] = self.extended(self._learned)._document(doc)
         return redacted
 
-    def _document(self, value: Any, key: str = "") -> Any:
+    def _document(self, value: Any) -> Any:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for name, item in value.items():
@@ -469,10 +469,10 @@ class Redactor:
                 elif name == "noise" and isinstance(item, list):
                     out[name] = [self._noise_entry(entry) for entry in item]
                 else:
-                    out[name] = self._document(item, name)
+                    out[name] = self._document(item)
             return out
         if isinstance(value, list):
-            return [self._document(item, key) for item in value]
+            return [self._document(item) for item in value]
         if isinstance(value, str):
             return self.text(value)
         return value

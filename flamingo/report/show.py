@@ -20,7 +20,7 @@ from rich.text import Text
 
 from flamingo.errors import InputError
 from flamingo.report.console import print_summary
-from flamingo.report.evidence import find_evidence
+from flamingo.report.evidence import FILE_NAME, find_evidence
 from flamingo.report.rows import describe_difference, describe_error, describe_failure
 from flamingo.report.sidebyside import side_by_side
 
@@ -56,7 +56,7 @@ def show_run(console: Console, run_dir: Path) -> int:
     evidence = gate.get("evidence")
     if evidence:
         console.print(
-            f"evidence: {evidence.get('cases', 0)} cases in {run_dir / 'evidence.jsonl.gz'} "
+            f"evidence: {evidence.get('cases', 0)} cases in {run_dir / FILE_NAME} "
             f"(flamingo show {run_dir} CASE_ID)",
             highlight=False,
             markup=False,
@@ -110,7 +110,7 @@ def show_case(console: Console, run_dir: Path, case_id: str) -> int:
     try:
         view = side_by_side(record, row.get("differences", []))
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        where = str(run_dir / "evidence.jsonl.gz")
+        where = str(run_dir / FILE_NAME)
         raise InputError(f"the evidence of {case_id!r} is not readable: {exc!r}", where) from None
     table = Table(show_lines=True, expand=True)
     table.add_column("", no_wrap=True)
