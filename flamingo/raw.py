@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from dataclasses import dataclass, replace
@@ -89,7 +90,12 @@ class RawTransport:
         self.host = url.hostname or "127.0.0.1"
         self.tls = url.scheme == "https"
         self.port = url.port or (443 if self.tls else 80)
-        self._context = _tls_context(target.verify_tls) if self.tls else None
+
+    @functools.cached_property
+    def _context(self) -> ssl.SSLContext | None:
+        """Built on the first raw request: every target gets a RawTransport, and a TLS context
+        costs ~40 ms that a run without raw cases never needs to pay."""
+        return _tls_context(self.target.verify_tls) if self.tls else None
 
     async def send(self, case: object) -> Exchange:
         raw = getattr(case, "raw", None)
