@@ -480,8 +480,7 @@ class Run:
         self.observers = observers
         self._summary: RunSummary | None = None
         self._started = False
-        self.tally: Tally | None = None  # once finished: what was counted, and learned
-        self.judge: CaseJudge | None = None
+        self.judge: CaseJudge | None = None  # once finished: what it learned and used
 
     @property
     def summary(self) -> RunSummary:
@@ -606,7 +605,7 @@ class Run:
         worker_peaks = tuple(engine.peak_rss_mb) if engine is not None else ()
 
         resources = stage.finish()
-        self.tally, self.judge = tally, judge  # for a front door that merges runs (pytest -n)
+        self.judge = judge  # for a front door that merges runs (pytest -n)
         summary = conclude(
             config,
             self.thresholds,

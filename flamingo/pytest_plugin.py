@@ -33,7 +33,7 @@ import io
 import pickle
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,6 @@ class Part:
     results: tuple[CaseResult, ...]
     noise: NoiseState
     accepted: dict[str, Any] | None
-    selected: int
     reason: str  # why it did not complete ('' when it did)
     started_at: str
     started: float  # time.time() at its start (a wall clock every process shares)
@@ -110,14 +109,16 @@ class Parts:
         self.noise = NoiseModel()
 
     def add(self, part: Part) -> None:
+        from flamingo.noise import NoiseState
+
         for result in part.results:
             self.tally.add(result)
             if self.files is not None:
                 self.files.write(result)
         self.noise.absorb(part.noise)
-        # Only what the summary needs is kept: the results are in the tally and the files.
-        self.parts.append(Part((), part.noise, part.accepted, part.selected, part.reason,
-                               part.started_at, part.started))  # fmt: skip
+        # Only what the summary needs is kept: the results are in the tally and the files, the
+        # noise in the model.
+        self.parts.append(replace(part, results=(), noise=NoiseState()))
 
     def conclude(self, session: Session, stage: str | None, selected: int) -> RunSummary:
         from flamingo.engine import RunOptions, conclude, timestamp
@@ -235,8 +236,7 @@ class FlamingoPlugin:
             self.reasons[suite.name] = reason
         assert run.judge is not None
         accepted = run.judge.accepted.report() if run.judge.accepted is not None else None
-        part = Part(tuple(results), run.judge.noise.state(), accepted, len(ids), reason,
-                    started_at, started)  # fmt: skip
+        part = Part(tuple(results), run.judge.noise.state(), accepted, reason, started_at, started)
         if self.worker:
             self.my_parts.append(part)
         else:
