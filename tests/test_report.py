@@ -210,7 +210,7 @@ def test_store_size_is_bounded(tmp_path: Path) -> None:
     limits = EvidenceLimits(body_bytes=8 * 1024, budget=1024 * 1024)
     writer = EvidenceWriter(tmp_path, targets, Redactor(), limits)
     for n in range(400):
-        writer.write(_result(n, 8 * 1024))
+        writer.write(_result(n, 8 * 1024), Redactor())
     writer.close()
     summary = writer.summary()
     one_record = 2 * 2 * 8 * 1024 + 4096  # two bodies per side at most, base64-free JSON
@@ -233,7 +233,7 @@ def test_store_cut_short_is_still_readable(tmp_path: Path) -> None:
     targets = {"old": Target("old", "http://o"), "new": Target("new", "http://n")}
     writer = EvidenceWriter(tmp_path, targets, Redactor(), EvidenceLimits(body_bytes=256))
     for n in range(200):
-        writer.write(_result(n, 100))
+        writer.write(_result(n, 100), Redactor())
     writer.flush()
     data = (tmp_path / FILE_NAME).read_bytes()
     (tmp_path / FILE_NAME).write_bytes(data[: len(data) - 100])  # no trailer, a torn block

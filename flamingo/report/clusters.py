@@ -28,7 +28,7 @@ from flamingo.judge import Tally
 from flamingo.model import CaseResult, Config, Difference, Target
 from flamingo.report import html
 from flamingo.report.evidence import EvidenceLimits, find_evidence
-from flamingo.report.redact import Redactor, credentials_of
+from flamingo.report.redact import Redactor
 from flamingo.report.rows import describe_difference, describe_error, describe_failure
 from flamingo.report.sidebyside import side_by_side
 from flamingo.signature import (
@@ -124,8 +124,8 @@ class ReportIndex:
         self.cases += 1
 
     def add_signatures(self, result: CaseResult, row: dict[str, Any], redactor: Redactor) -> None:
-        """The difference signatures of one non-matching case."""
-        redactor = redactor.extended(credentials_of(result))
+        """The difference signatures of one non-matching case (``redactor``: the case's own,
+        `Redactor.for_case`)."""
         seen: set[str] = set()
         template = result.case.template
         # row["differences"] are result.differences redacted, in the same order.

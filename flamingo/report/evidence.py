@@ -50,7 +50,7 @@ from flamingo.model import (
     Response,
     Target,
 )
-from flamingo.report.redact import REDACTED, Redactor, credentials_of
+from flamingo.report.redact import REDACTED, Redactor
 from flamingo.send import merge_headers
 
 FILE_NAME = "evidence.jsonl.gz"
@@ -350,7 +350,9 @@ class EvidenceWriter:
         """Compressed bytes written so far (what reached the file, plus what zlib holds)."""
         return self._raw.tell()
 
-    def write(self, result: CaseResult) -> None:
+    def write(self, result: CaseResult, redactor: Redactor) -> None:
+        """One case's record, redacted by ``redactor`` (the run's, plus the case's own
+        credentials: `Redactor.for_case`)."""
         size = self.size
         if size >= self.limits.budget:
             self.omitted += 1
@@ -359,7 +361,6 @@ class EvidenceWriter:
         if size >= self.limits.budget // 2:
             limit = min(limit, REDUCED_BODY_BYTES)
             self.reduced += 1
-        redactor = self.redactor.extended(credentials_of(result))
         record = evidence_record(result, self.targets, limit, redactor, self.secret_names)
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         self._gzip.write(line.encode("utf-8", "surrogatepass"))

@@ -93,10 +93,13 @@ class RunFiles:
             self._write_testcase(result.case.suite, result.case.name, seconds, None)
             self._count_row()
             return
-        if self.evidence is not None and wants_evidence(result):
-            self.evidence.write(result)
-        if result.outcome != "match":
-            self.index.add_signatures(result, row, self.redactor)
+        evidence = self.evidence if wants_evidence(result) else None
+        if evidence is not None or result.outcome != "match":
+            redactor = self.redactor.for_case(result)  # the case's own credentials, once
+            if evidence is not None:
+                evidence.write(result, redactor)
+            if result.outcome != "match":
+                self.index.add_signatures(result, row, redactor)
         self._keep(row)
 
     def write_row(self, row: dict[str, Any], line: str) -> None:

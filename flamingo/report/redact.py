@@ -267,6 +267,10 @@ class Redactor:
                 shown[url] = _shown_url(shown.get(url, url))
         return cls(secrets, shown=shown, secret_headers=secret_headers)
 
+    def for_case(self, result: CaseResult) -> Redactor:
+        """This redactor plus the credentials one case sent and got (`credentials_of`)."""
+        return self.extended(credentials_of(result))
+
     def extended(self, secrets: Iterable[str]) -> Redactor:
         """This redactor plus more secrets (itself when there is nothing new); memoized."""
         more = frozenset(s for s in secrets if s) - self.secrets
