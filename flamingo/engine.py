@@ -534,10 +534,11 @@ class Run:
                 files = RunFiles(out_dir, redactor, context)
             except OSError as exc:
                 raise InputError(f"--out: cannot write to {out_dir}: {exc.strerror}") from exc
-        workers, fewer = plan(self.settings.workers, self.settings, total)
-        if config.upstream is not None and workers > 1:
-            # Forwarded requests are matched to exchanges by token in the process that sends.
-            workers, fewer = 1, "upstream: the recording origin runs in the one sending process"
+        # Forwarded requests are matched to exchanges by token in the process that sends.
+        one_process = "upstream: the recording origin runs in the one sending process"
+        workers, fewer = plan(
+            self.settings.workers, self.settings, total, one_process if config.upstream else ""
+        )
         # More requests in flight than the cases can use buys nothing (3 per case: old, new
         # and old's replica); so sending tasks are bounded by the selection too.
         concurrency = min(self.settings.concurrency, max(3, 3 * total))

@@ -95,9 +95,12 @@ AUTO_MIN_CASES = 2_000
 AUTO_MAX_WORKERS = 4
 
 
-def plan(requested: int, settings: RunSettings, total: int) -> tuple[int, str]:
+def plan(
+    requested: int, settings: RunSettings, total: int, one_process: str = ""
+) -> tuple[int, str]:
     """How many send workers a run uses (1: none, send in this process), and why it is fewer
-    than explicitly requested ('' when it is not).
+    than explicitly requested ('' when it is not). ``one_process``: why this run must send from
+    one process whatever was asked (said whenever workers would otherwise be used).
 
     ``requested`` 0 is ``auto``: one worker per CPU this process may use (at most
     `AUTO_MAX_WORKERS`) for an unpaced run of at least `AUTO_MIN_CASES`, else none. Never
@@ -117,6 +120,8 @@ def plan(requested: int, settings: RunSettings, total: int) -> tuple[int, str]:
     else:
         explicit = True
     usable = max(1, min(requested, settings.concurrency, total))
+    if one_process and usable > 1:
+        return 1, one_process
     if usable < requested and explicit:
         return usable, f"{requested} workers for concurrency {settings.concurrency}, {total} cases"
     return usable, ""
