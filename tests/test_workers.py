@@ -355,3 +355,13 @@ def test_a_send_to_a_worker_that_stopped_reading_never_blocks_the_loop() -> None
     parent.close()
     assert not stuck, "the event loop blocked in a send to a worker that does not read"
     assert seen == {"turned": True, "threads alive": []}
+
+
+def test_plan_keeps_a_one_process_run_in_one_process() -> None:
+    """``upstream:`` (the recording origin matches requests to exchanges in the sending process)
+    keeps any run in one process and says so; a run that would not fork anyway says nothing."""
+    why = "upstream: the recording origin runs in the one sending process"
+    assert plan(3, UNPACED, 10_000, why) == (1, why)
+    assert plan(0, UNPACED, 10_000, why) == (1, why if AUTO > 1 else "")
+    assert plan(0, UNPACED, AUTO_MIN_CASES - 1, why) == (1, "")
+    assert plan(1, UNPACED, 10_000, why) == (1, "")
