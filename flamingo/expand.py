@@ -240,22 +240,8 @@ class _Plan:
             (index[var], 0) if var else (None, int(code))
             for var, code in zip(status_vars, spec.status, strict=True)
         ]
-        headers = [
-            (
-                h,
-                _text(h.equals, index) if h.equals is not None else None,
-                _RegexRender(h.regex, index) if h.regex is not None else None,
-            )
-            for h in spec.headers
-        ]
-        upstream = [
-            (
-                h,
-                _text(h.equals, index) if h.equals is not None else None,
-                _RegexRender(h.regex, index) if h.regex is not None else None,
-            )
-            for h in spec.upstream_headers
-        ]
+        headers = _headers_render(spec.headers, index)
+        upstream = _headers_render(spec.upstream_headers, index)
 
         def expect(texts: Texts, raws: Raws) -> Expect:
             return Expect(
@@ -263,26 +249,10 @@ class _Plan:
                     int(raws[position]) if position is not None else code
                     for position, code in status
                 ),
-                headers=tuple(
-                    HeaderExpect(
-                        name=h.name,
-                        equals=equals(texts) if equals is not None else None,
-                        regex=regex(texts) if regex is not None else None,
-                        absent=h.absent,
-                    )
-                    for h, equals, regex in headers
-                ),
+                headers=headers(texts),
                 json=json_render(texts, raws) if json_render is not None else spec.json,
                 has_json=spec.has_json,
-                upstream_headers=tuple(
-                    HeaderExpect(
-                        name=h.name,
-                        equals=equals(texts) if equals is not None else None,
-                        regex=regex(texts) if regex is not None else None,
-                        absent=h.absent,
-                    )
-                    for h, equals, regex in upstream
-                ),
+                upstream_headers=upstream(texts),
             )
 
         return expect
@@ -335,6 +305,34 @@ def _constant_header(spec: HeaderExpectSpec) -> HeaderExpect:
     """An ``expect`` header entry that uses no matrix variable."""
     regex = Regex(spec.regex) if spec.regex is not None else None
     return HeaderExpect(name=spec.name, equals=spec.equals, regex=regex, absent=spec.absent)
+
+
+def _headers_render(
+    specs: Iterable[HeaderExpectSpec], index: Mapping[str, int]
+) -> Callable[[Texts], tuple[HeaderExpect, ...]]:
+    """``expect`` header entries (of the response, or of what reached the origin) with matrix
+    values in their ``equals`` and ``regex``."""
+    renders = [
+        (
+            h,
+            _text(h.equals, index) if h.equals is not None else None,
+            _RegexRender(h.regex, index) if h.regex is not None else None,
+        )
+        for h in specs
+    ]
+
+    def render(texts: Texts) -> tuple[HeaderExpect, ...]:
+        return tuple(
+            HeaderExpect(
+                name=h.name,
+                equals=equals(texts) if equals is not None else None,
+                regex=regex(texts) if regex is not None else None,
+                absent=h.absent,
+            )
+            for h, equals, regex in renders
+        )
+
+    return render
 
 
 class _RegexRender:
