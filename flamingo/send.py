@@ -590,16 +590,13 @@ class LocalEngine:
     async def run(self, cases: Iterator[Case], handle: Handle) -> str:
         sender = self.sender
         cap = sender.settings.max_requests
-        stopped = False
 
         async def send_cases() -> None:
-            nonlocal stopped
             for case in cases:  # a shared iterator: each case is taken by exactly one task
-                if stopped:
+                if sender.budget_exhausted:  # a case (or a retry) found the cap spent
                     return
                 learn = bool(case.compare.noise)
                 if not sender.reserve(3 if learn else 2):  # a hard cap: retries draw from it too
-                    stopped = True
                     return
                 old, new, replica = await sender.exchange(case, learn)
                 handle(case, old, new, replica)
@@ -614,7 +611,7 @@ class LocalEngine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if stopped or sender.budget_exhausted:  # a retry refused by the cap stops the run too
+        if sender.budget_exhausted:  # a case or a retry refused by the cap stops the run
             return f"--max-requests {cap} reached"
         return ""
 
