@@ -37,7 +37,7 @@ import contextlib
 import functools
 import ssl
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,12 +55,6 @@ from flamingo.model import (
 from flamingo.wire import Message, MessageReader, request_methods
 
 _READ = 1 << 16
-
-
-@dataclass
-class _Outcome:
-    ending: str = ""
-    detail: str = ""
 
 
 def _tls_context(verify: bool) -> ssl.SSLContext:
@@ -128,20 +122,16 @@ class RawTransport:
         )
         written = asyncio.Event()
         sender = asyncio.ensure_future(self._write(writer, parts, written))
-        outcome = _Outcome()
-        last_response = start
         try:
-            last_response = await self._read(reader, parser, written, raw.idle, deadline, outcome)
+            ending, last_response = await self._read(reader, parser, written, raw.idle, deadline)
         finally:
             sender.cancel()
             with contextlib.suppress(BaseException):
                 await sender
             writer.transport.abort()
-        if not outcome.ending:
-            outcome.ending = "timeout"
-        if outcome.ending in ("timeout", "reset"):
+        if ending in ("timeout", "reset"):
             parser.abort()  # a response cut short still shows its status and headers
-        return self._response(parser, outcome.ending, start, last_response)
+        return self._response(parser, ending, start, last_response)
 
     @staticmethod
     async def _write(
@@ -166,9 +156,9 @@ class RawTransport:
         written: asyncio.Event,
         idle: float,
         deadline: float,
-        outcome: _Outcome,
-    ) -> float:
-        """Read until the exchange ends; returns the time the last complete response ended."""
+    ) -> tuple[str, float]:
+        """Read until the exchange ends: how it ended, and the time the last complete response
+        ended."""
         loop = asyncio.get_running_loop()
         last_response = time.perf_counter()
         responses = 0
@@ -194,17 +184,14 @@ class RawTransport:
                         # Quiet after a complete response: the connection stayed open. Also
                         # when the deadline came first (a busy machine): what ran out was the
                         # wait for more, not the answer.
-                        outcome.ending = "open"
-                        return last_response
+                        return "open", last_response
                     if loop.time() >= deadline:
-                        outcome.ending = "timeout"
-                        return last_response
+                        return "timeout", last_response
                     continue  # the last part just went out: from now on, quiet time counts
                 try:
                     chunk = read.result()
-                except (OSError, ssl.SSLError) as exc:
-                    outcome.ending, outcome.detail = "reset", str(exc)
-                    return last_response
+                except (OSError, ssl.SSLError):
+                    return "reset", last_response
                 finally:
                     read = None
                 if not chunk:
@@ -213,19 +200,14 @@ class RawTransport:
                     if parser.finished:
                         last_response = time.perf_counter()
                     if parser.error:
-                        outcome.ending = "invalid"
-                    elif in_message:
-                        outcome.ending = "incomplete"
-                    else:
-                        outcome.ending = "closed"
-                    return last_response
+                        return "invalid", last_response
+                    return ("incomplete" if in_message else "closed"), last_response
                 parser.feed(chunk)
                 if parser.finished:
                     responses = len(parser.finished)
                     last_response = time.perf_counter()
                 if parser.error:
-                    outcome.ending = "invalid"
-                    return last_response
+                    return "invalid", last_response
         finally:
             for task in (read, done_writing):
                 if task is not None and not task.done():
