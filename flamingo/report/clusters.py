@@ -29,7 +29,7 @@ from flamingo.model import CaseResult, Config, Difference, Target
 from flamingo.report import html
 from flamingo.report.evidence import EvidenceLimits, find_evidence
 from flamingo.report.redact import Redactor
-from flamingo.report.rows import describe_difference, describe_error, describe_failure
+from flamingo.report.rows import RowLines
 from flamingo.report.sidebyside import side_by_side
 from flamingo.signature import (
     SignatureKey,
@@ -109,17 +109,15 @@ class ReportIndex:
         self.signatures: dict[str, _Signature] = {}
         self._part: IO[str] = open(out_dir / _CASES_PART, "w", encoding="utf-8")  # noqa: SIM115
 
-    def add_row(self, row: dict[str, Any]) -> None:
+    def add_row(self, row: dict[str, Any], described: RowLines) -> None:
         """The page's line of one non-matching case, from its row alone (also a row another
-        run wrote: `flamingo merge`)."""
-        lines = [describe_error(row[t], t) for t in ("old", "new") if row[t].get("error")]
-        lines += [
+        run wrote: `flamingo merge`) and its lines (`rows.describe_row`)."""
+        ended = [
             f"{t}: connection ended {row[t]['ending']}"
             for t in ("old", "new")
             if row[t].get("ending")
         ]
-        lines += [describe_failure(f) for f in row["failures"]]
-        lines += [describe_difference(d) for d in row["differences"]]
+        lines = [*described.errors, *ended, *described.findings]
         self._part.write(html.case_row(row, lines) + "\n")
         self.cases += 1
 

@@ -23,12 +23,7 @@ from flamingo.report.clusters import SIGNATURES_FILE, ReportContext, ReportIndex
 from flamingo.report.evidence import FILE_NAME as EVIDENCE_FILE
 from flamingo.report.evidence import EvidenceWriter, wants_evidence
 from flamingo.report.redact import Redactor
-from flamingo.report.rows import (
-    describe_difference,
-    describe_error,
-    describe_failure,
-    result_line,
-)
+from flamingo.report.rows import RowLines, describe_row, result_line
 
 # XML 1.0 forbids most control characters, even escaped; bodies can contain them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -90,7 +85,7 @@ class RunFiles:
             seconds = _junit_seconds(
                 round(result.old.latency_ms, 3), round(result.new.latency_ms, 3)
             )
-            self._write_testcase(result.case.suite, result.case.name, seconds, None)
+            self._write_testcase(result.case.suite, result.case.name, seconds, "match", None)
             self._count_row()
             return
         evidence = self.evidence if wants_evidence(result) else None
@@ -109,9 +104,12 @@ class RunFiles:
         self._keep(row)
 
     def _keep(self, row: dict[str, Any]) -> None:
-        self._write_junit_case(row)
-        if row["outcome"] != "match":
-            self.index.add_row(row)
+        if row["outcome"] == "match":
+            self._write_junit_case(row, None)
+        else:
+            lines = describe_row(row)  # once, for junit and the page
+            self._write_junit_case(row, lines)
+            self.index.add_row(row, lines)
         self._count_row()
 
     def _count_row(self) -> None:
@@ -127,37 +125,32 @@ class RunFiles:
         if self.evidence is not None:
             self.evidence.flush()
 
-    def _write_junit_case(self, row: dict[str, Any]) -> None:
+    def _write_junit_case(self, row: dict[str, Any], lines: RowLines | None) -> None:
         seconds = _junit_seconds(row["old"].get("latency_ms"), row["new"].get("latency_ms"))
-        self._write_testcase(row["suite"], row["name"], seconds, row)
+        self._write_testcase(row["suite"], row["name"], seconds, row["outcome"], lines)
 
     def _write_testcase(
-        self, suite: str, name: str, seconds: float, row: dict[str, Any] | None
+        self, suite: str, name: str, seconds: float, outcome: str, lines: RowLines | None
     ) -> None:
-        """One junit test case; ``row`` is None for a plain match (`rows.result_line`)."""
+        """One junit test case; ``lines`` (`rows.describe_row`) for one that did not match."""
         self.counts["tests"] += 1
         head = (
             f"    <testcase classname={_xml_attr(suite)} name={_xml_attr(name)}"
             f' time="{seconds:.6f}"'
         )
-        if row is None or row["outcome"] == "match":
+        if lines is None:
             self._junit_part.write(head + " />\n")
             return
-        outcome = row["outcome"]
-        lines: list[str] = []
         if outcome == "error":
             self.counts["errors"] += 1
             tag = "error"
-            for target in ("old", "new"):
-                if row[target].get("error"):
-                    lines.append(describe_error(row[target], target))
+            said = [*lines.errors, *lines.findings]
         else:
             self.counts["failures"] += 1
             tag = "failure"
-        lines += [describe_failure(f) for f in row["failures"]]
-        lines += [describe_difference(d) for d in row["differences"]]
-        message = f"{outcome}: " + (lines[0] if lines else outcome)
-        detail = "\n".join(lines)
+            said = list(lines.findings)
+        message = f"{outcome}: " + (said[0] if said else outcome)
+        detail = "\n".join(said)
         text = (
             f"{head}>\n      <{tag} type={_xml_attr(outcome)} message={_xml_attr(message)}>"
             f"{_xml(detail)}</{tag}>\n    </testcase>\n"

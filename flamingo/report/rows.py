@@ -5,6 +5,7 @@ one serializer of a results.jsonl row."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from flamingo.model import (
@@ -153,6 +154,25 @@ def describe_failure(failure: ExpectFailure | dict[str, Any]) -> str:
     return (
         f"expect {failure['what']} on {failure['target']}: "
         f"expected {failure['expected']!r}, got {failure['actual']!r}"
+    )
+
+
+@dataclass(frozen=True)
+class RowLines:
+    """A results row as lines of text: its transport errors, then its expect failures and
+    differences (junit, report.html and `flamingo show` each print these)."""
+
+    errors: tuple[str, ...]
+    findings: tuple[str, ...]
+
+
+def describe_row(row: dict[str, Any]) -> RowLines:
+    return RowLines(
+        tuple(describe_error(row[t], t) for t in ("old", "new") if row[t].get("error")),
+        (
+            *map(describe_failure, row.get("failures", ())),
+            *map(describe_difference, row.get("differences", ())),
+        ),
     )
 
 

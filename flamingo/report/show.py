@@ -21,7 +21,7 @@ from rich.text import Text
 from flamingo.errors import InputError
 from flamingo.report.console import print_summary
 from flamingo.report.evidence import FILE_NAME, find_evidence
-from flamingo.report.rows import describe_difference, describe_error, describe_failure
+from flamingo.report.rows import describe_row
 from flamingo.report.sidebyside import side_by_side
 
 #: Body characters printed per side.
@@ -97,10 +97,8 @@ def show_case(console: Console, run_dir: Path, case_id: str) -> int:
     if row is None:
         raise InputError(f"no case {case_id!r} in this run", str(run_dir / "results.jsonl"))
     console.print(Text(f"{row['id']}  ({row['outcome']})", style="bold"))
-    lines = [describe_error(row[t], t) for t in ("old", "new") if row[t].get("error")]
-    lines += [describe_failure(f) for f in row.get("failures", [])]
-    lines += [describe_difference(d) for d in row.get("differences", [])]
-    for line in lines:
+    described = describe_row(row)
+    for line in (*described.errors, *described.findings):
         console.print(Text(_safe(line)))
     record = find_evidence(run_dir, {case_id}).get(case_id)
     if record is None:
