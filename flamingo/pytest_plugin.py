@@ -166,6 +166,7 @@ class FlamingoPlugin:
         self.results: dict[str, CaseResult] = {}
         self.reasons: dict[str, str] = {}  # suite -> why its run did not complete
         self.done: set[str] = set()
+        self.groups: dict[str, list[CaseItem]] = {}
         self.my_parts: list[Part] = []
         self.selected = 0
         self.summary: RunSummary | None = None
@@ -195,6 +196,10 @@ class FlamingoPlugin:
         """After -k/-m: the production guard over exactly the cases that will run."""
         cases = [item.case for item in items if isinstance(item, CaseItem)]
         self.selected = len(cases)
+        self.groups.clear()  # each suite's items, sent together by its first (`result_for`)
+        for item in items:
+            if isinstance(item, CaseItem):
+                self.groups.setdefault(item.case.suite, []).append(item)
         try:
             self.session.check_side_effects(cases)
         except InputError as exc:
@@ -213,10 +218,7 @@ class FlamingoPlugin:
         suite = item.case.suite
         if suite not in self.done:
             self.done.add(suite)
-            group = [
-                i for i in item.session.items if isinstance(i, CaseItem) and i.case.suite == suite
-            ]
-            self._run_suite(self.suites[suite], group)
+            self._run_suite(self.suites[suite], self.groups[suite])
         return self.results.get(item.case.id)
 
     def _run_suite(self, suite: Suite, items: list[CaseItem]) -> None:
