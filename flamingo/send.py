@@ -485,8 +485,9 @@ class Sender:
         origin = self.origin
         if origin is None:
             return await transport.send(case)
-        if case.raw is not None and TOKEN_SENTINEL not in case.raw.data:
-            with origin.untracked(len(request_methods(case.raw.data))):  # no {{ token }}
+        data = case.raw.data if case.raw is not None else None  # joined once
+        if data is not None and TOKEN_SENTINEL not in data:
+            with origin.untracked(len(request_methods(data))):  # no {{ token }}
                 return await transport.send(case)
         token, before = origin.new_token(), origin.untokened
         exchange = await transport.send(stamped(case, token))
