@@ -820,11 +820,11 @@ def _row(line: str) -> dict[str, Any] | None:
 
 def _settings(view: dict[str, Any]) -> RunSettings:
     """The run settings a part reported (for gate.json ``settings``; defaults where absent)."""
-    names = {"concurrency": "concurrency", "rate_limit": "rate_limit", "timeout_s": "timeout"}
-    names |= {"retries": "retries", "workers": "workers"}
+    from flamingo.report.gate import SETTINGS_FIELDS
+
     values = {
         field: view[key]
-        for key, field in names.items()
+        for key, field in SETTINGS_FIELDS.items()
         if isinstance(view.get(key), int | float) and not isinstance(view.get(key), bool)
     }
     return RunSettings(**values)

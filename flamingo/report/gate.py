@@ -85,15 +85,19 @@ def gate_document(summary: RunSummary) -> dict[str, Any]:
     return doc
 
 
+#: gate.json ``settings`` key -> `RunSettings` field (written here, read back by a merge).
+SETTINGS_FIELDS = {
+    "concurrency": "concurrency",
+    "rate_limit": "rate_limit",
+    "timeout_s": "timeout",
+    "retries": "retries",
+    "workers": "workers",
+}
+
+
 def settings_view(settings: RunSettings) -> dict[str, Any]:
     """gate.json ``settings``: how the run sent."""
-    return {
-        "concurrency": settings.concurrency,
-        "rate_limit": settings.rate_limit,
-        "timeout_s": settings.timeout,
-        "retries": settings.retries,
-        "workers": settings.workers,
-    }
+    return {key: getattr(settings, field) for key, field in SETTINGS_FIELDS.items()}
 
 
 def noise_row(entry: NoiseEntry) -> dict[str, Any]:
